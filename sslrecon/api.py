@@ -1,0 +1,286 @@
+"""The Python API: `fit`, `finetune`, `reconstruct`, `validate`. The CLI calls exactly these.
+
+Each function returns plain data (the same document that `--json` prints) and raises
+`SslreconError` subclasses for user mistakes; nothing here prints or exits.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import RunConfig
+from .data import Normalization, PatchSampler, split_regions
+from .engine import checkpoint
+from .engine.bundle import Reconstructor, file_seed
+from .engine.metrics import data_range as default_data_range
+from .engine.metrics import psnr, psnr_from_mse, ssim
+from .engine.train import train
+from .errors import ConfigError, InputError
+from .io import ImageFile, check_output, find_inputs, open_image, write_like
+from .losses import LOSSES, build_loss
+from .models import UNet, UNetConfig
+from .noise import estimate_noise, parse_noise
+from .noise.models import NoiseModel, stack as stack_noise
+from .physics import Denoising
+
+VAL_PATCHES = 32
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto`: CUDA when present, else CPU; `cpu`; `cuda` or `cuda:i` (must exist)."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{spec}'", fix="use --device auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("CUDA is not available on this machine", fix="use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"no CUDA device {dev.index} (found {torch.cuda.device_count()})",
+                              fix="choose an existing --device cuda:N")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device '{spec}'", fix="use --device auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def _open_checked(paths: list[Path], stack: ExitStack) -> list[ImageFile]:
+    """Open every input and check its data is finite, before anything is written."""
+    images = [stack.enter_context(open_image(p)) for p in paths]
+    for img in images:
+        img.check_finite()
+    return images
+
+
+def _sample_frames(images: list[ImageFile], limit: int = 16) -> list[np.ndarray]:
+    frames = [(img, i) for img in images for i in range(img.n_frames)]
+    pick = np.linspace(0, len(frames) - 1, num=min(limit, len(frames))).round().astype(int)
+    return [frames[j][0].frame(frames[j][1]) for j in sorted(set(pick.tolist()))]
+
+
+def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel]]:
+    """The noise model of the whole set (reported) and of each file (used), in data units.
+
+    A given spec applies to every file; `auto` estimates each file's model from its own frames, since
+    gain and read noise differ between sessions and detectors."""
+    model = parse_noise(spec)
+    if model is not None:
+        return model, [model] * len(images)
+    return estimate_noise(_sample_frames(images)), [estimate_noise(_sample_frames([img])) for img in images]
+
+
+def _check_run_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError("run folder exists and is not empty", path=out,
+                          fix="choose another -o, pass --resume to continue it, or --overwrite to replace it")
+
+
+def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: Path, *, norm: Normalization,
+               device: torch.device, init: dict | None, resume: dict | None, progress: bool) -> dict:
+    noise, per_file = noise_models(cfg.noise, images)
+    per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
+
+    def physics_for(sources: list[int]) -> Denoising:
+        return Denoising(stack_noise([per_file_n[s] for s in sources], device))
+
+    loss = build_loss(cfg.loss, **cfg.loss_options)
+    model = UNet(UNetConfig(width=cfg.width, depth=cfg.depth))
+    if init is not None:
+        model.load_state_dict(init["model"])
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        loss.load_state_dict(resume["loss_state"])
+    train_regions, val_regions = split_regions(images, cfg.val_fraction)
+    sampler = PatchSampler(train_regions, cfg.patch_size, norm)
+    val_batch = None
+    if val_regions:
+        vy, vsources = PatchSampler(val_regions, cfg.patch_size, norm).fixed_batch(VAL_PATCHES, cfg.seed)
+        val_batch = (vy.to(device), vsources)
+    meta = {
+        "package": __version__, "config": cfg.to_dict(), "inputs": [str(p) for p in paths],
+        "noise": noise.to_dict(), "noise_normalized": noise.rescaled(norm.shift, norm.scale).to_dict(),
+        "noise_per_file": {str(p): m.to_dict() for p, m in zip(paths, per_file)}, "normalization": norm.to_dict(),
+        "model_config": model.config.to_dict(), "loss": cfg.loss, "loss_options": loss.options(),
+        "modality": "denoising", "patch_size": sampler.p,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    summary = train(model=model, loss=loss, sampler=sampler, val_batch=val_batch, physics_for=physics_for,
+                    steps=cfg.steps,
+                    batch_size=cfg.batch_size, lr=cfg.lr, val_every=cfg.val_every, seed=cfg.seed, run_dir=out,
+                    device=device, make_state=lambda: dict(meta), resume=resume, progress=progress,
+                    to_data_units=norm.scale**2)
+    return {"run": str(out), "device": str(device), **meta, **summary}
+
+
+def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig(), resume: bool = False,
+        overwrite: bool = False, progress: bool = False, stdin: Iterable[str] | None = None) -> dict:
+    """Learn a denoiser from the measurements `inputs` (files, folders, `-`) into the run folder `out`."""
+    out = Path(out)
+    state = None
+    if resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise ConfigError("nothing to resume (no last.pt)", path=out, fix="run `sslrecon fit` without --resume")
+        state = checkpoint.load(last)
+        config = replace(RunConfig.from_dict(state["config"]), steps=config.steps)
+    else:
+        _check_run_dir(out, overwrite)
+        if overwrite and out.exists():
+            for name in ("model.pt", "last.pt", "metrics.jsonl", "config.json"):
+                (out / name).unlink(missing_ok=True)
+    if config.loss not in LOSSES:
+        raise ConfigError(f"unknown loss '{config.loss}'", fix=f"choose --loss from: {', '.join(LOSSES)}")
+    device = resolve_device(config.device)
+    paths = find_inputs(list(inputs), config.glob, stdin)
+    with ExitStack() as stack:
+        images = _open_checked(paths, stack)
+        if state is not None:
+            norm = Normalization(**state["normalization"])
+        else:
+            norm = Normalization.from_frames(f for img in images for f in img.frames())
+        return _train_run(config, images, paths, out, norm=norm, device=device, init=None, resume=state,
+                          progress=progress)
+
+
+def finetune(run: str | Path, inputs: Iterable[str], out: str | Path, *, steps: int = 200, loss: str | None = None,
+             noise: str | None = None, lr: float | None = None, device: str = "auto", seed: int | None = None,
+             overwrite: bool = False, progress: bool = False, stdin: Iterable[str] | None = None) -> dict:
+    """Continue training the model of `run` on `inputs` (optionally with another loss or noise model)."""
+    state = checkpoint.load(run)
+    base = RunConfig.from_dict(state["config"])
+    cfg = replace(base, steps=steps, loss=loss or base.loss, noise=noise or base.noise, lr=lr or base.lr * 0.5,
+                  device=device, seed=base.seed if seed is None else seed,
+                  loss_options={} if loss and loss != base.loss else base.loss_options)
+    out = Path(out)
+    _check_run_dir(out, overwrite)
+    paths = find_inputs(list(inputs), cfg.glob, stdin)
+    with ExitStack() as stack:
+        images = _open_checked(paths, stack)
+        norm = Normalization.from_frames(f for img in images for f in img.frames())
+        result = _train_run(cfg, images, paths, out, norm=norm, device=resolve_device(device), init=state,
+                            resume=None, progress=progress)
+    result["finetuned_from"] = str(run)
+    return result
+
+
+def _outputs(paths: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
+    dests, seen = [], {}
+    for p in paths:
+        d = outdir / p.name
+        if d.name in seen:
+            raise InputError(f"two inputs share the name {p.name} ({seen[d.name]} and {p})", path=p,
+                             fix="reconstruct them into separate output folders")
+        seen[d.name] = p
+        check_output(d, overwrite=overwrite, inputs=tuple(paths))
+        dests.append(d)
+    return dests
+
+
+def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, tile_size: int | None = None,
+                dtype: str = "auto", noise: str | None = None, test_samples: int | None = None,
+                device: str = "auto", glob: str | None = None, overwrite: bool = False,
+                stdin: Iterable[str] | None = None) -> Iterator[dict]:
+    """Reconstruct every input into `outdir` (same names and formats), streaming one file at a time.
+
+    All inputs are opened and checked and all output names are checked before anything is written.
+    Yields one summary per file: path, output, shape, seconds.
+    """
+    state = checkpoint.load(run)
+    paths = find_inputs(list(inputs), glob, stdin)
+    outdir = Path(outdir)
+    dests = _outputs(paths, outdir, overwrite)
+    with ExitStack() as stack:
+        images = _open_checked(paths, stack)
+        rec = _reconstructor(state, device, tile_size, test_samples)
+        seed = int(state["config"].get("seed", 0))
+        label = f"{state['loss']} denoised"
+        for img, dest in zip(images, dests):
+            t0 = time.perf_counter()
+            s = file_seed(seed, img.path.name)
+            nm = noise_models(noise or state["config"]["noise"], [img])[1][0]
+            frames = (rec.predict(img.frame(i), nm, seed=s + i) for i in range(img.n_frames))
+            write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
+            yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
+                   "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _reconstructor(state, device, tile_size, test_samples) -> Reconstructor:
+    opts = {"test_samples": test_samples} if test_samples and "test_samples" in state["loss_options"] else None
+    return Reconstructor.from_checkpoint(state, resolve_device(device), tile_size=tile_size, loss_options=opts)
+
+
+def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | None = None,
+             data_range: float | None = None, noise: str | None = None, tile_size: int | None = None,
+             device: str = "auto", glob: str | None = None, stdin: Iterable[str] | None = None) -> dict:
+    """Estimate the reconstruction quality on held-out measurements without ground truth.
+
+    Per file: `estimated_mse` (the loss's self-supervised risk estimate of the test-time
+    reconstruction, data units^2) and `estimated_psnr`; with `reference` (a folder of files with
+    the same names), also the true `psnr` and `ssim`. Top-level keys hold the means over files.
+    PSNR's data range: the dtype's full range for integer data, max - min of the reference (or, for
+    `estimated_psnr`, of the measurement) for float data; `data_range` overrides both.
+    """
+    state = checkpoint.load(run)
+    paths = find_inputs(list(inputs), glob, stdin)
+    refs = _references(paths, reference) if reference is not None else None
+    files = []
+    with ExitStack() as stack:
+        images = _open_checked(paths, stack)
+        ref_images = _open_checked(refs, stack) if refs else None
+        if ref_images:
+            for img, ref in zip(images, ref_images):
+                if (img.n_frames, img.shape) != (ref.n_frames, ref.shape):
+                    raise InputError(f"reference shape {ref.n_frames}x{ref.shape} differs from the measurement's "
+                                     f"{img.n_frames}x{img.shape} ({img.path})", path=ref.path,
+                                     fix="pass references of the same size as the measurements")
+        rec = _reconstructor(state, device, tile_size, None)
+        seed = int(state["config"].get("seed", 0))
+        pooled, per_file = noise_models(noise or state["config"]["noise"], images)
+        for k, img in enumerate(images):
+            s = file_seed(seed, img.path.name)
+            nm = per_file[k]
+            rows = []
+            for i in range(img.n_frames):
+                y = img.frame(i)
+                mse = rec.risk(y, nm, seed=s + i)
+                r = data_range or default_data_range(img.dtype, y)
+                row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(max(mse, 1e-30), r)}
+                if ref_images:
+                    x = np.asarray(ref_images[k].frame(i), np.float64)
+                    xhat = rec.predict(y, nm, seed=s + i)
+                    rr = data_range or default_data_range(ref_images[k].dtype, x)
+                    row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
+                rows.append(row)
+            entry = {"path": str(img.path), "noise": nm.to_dict(), **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}}
+            if refs:
+                entry["reference"] = str(refs[k])
+            files.append(entry)
+    keys = [k for k in files[0] if k not in ("path", "reference", "noise")]
+    return {"run": str(run), "noise": pooled.to_dict(), **{k: float(np.mean([f[k] for f in files])) for k in keys},
+            "files": files}
+
+
+def _references(paths: list[Path], reference: str | Path) -> list[Path]:
+    ref_dir = Path(reference)
+    if not ref_dir.is_dir():
+        raise InputError("--reference must be a folder of clean images", path=ref_dir, fix="pass a folder")
+    refs, missing = [], []
+    for p in paths:
+        r = ref_dir / p.name
+        (refs if r.is_file() else missing).append(r)
+    if missing:
+        raise InputError(f"no reference named {missing[0].name} for measurement "
+                         f"{paths[[ref_dir / p.name for p in paths].index(missing[0])]}", path=ref_dir,
+                         fix="give each measurement a reference file of the same name")
+    return refs

@@ -1,0 +1,164 @@
+"""The `sslrecon` command: four thin verbs over `sslrecon.api`.
+
+Results go to stdout (paths, or one JSON document with --json); progress and errors go to stderr.
+A user mistake prints one line naming the file and the fix and exits with status 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__, api
+from .config import RunConfig
+from .errors import SslreconError
+from .io import OUTPUT_DTYPES
+from .losses import LOSSES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Learn to denoise and reconstruct scientific images from the noisy measurements alone.")
+
+Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively), or - to read paths from stdin.", show_default=False)]
+RunArg = Annotated[Path, typer.Argument(help="A run folder made by `sslrecon fit`, or a checkpoint .pt file.", show_default=False)]
+GlobOpt = Annotated[Optional[str], typer.Option("--glob", help="Only files whose name matches this pattern, e.g. '*.mrc'.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw; the same seed reproduces a run on one device.")]
+NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], or auto.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+TileOpt = Annotated[Optional[int], typer.Option("--tile-size", help="Tile side for inference (default: chosen from available memory).")]
+LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}.")]
+
+
+def _emit(doc, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        for ln in lines:
+            typer.echo(ln)
+
+
+@app.command()
+def fit(inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="Run folder to create.")],
+        loss: LossOpt = "sure", noise: NoiseOpt = "auto",
+        steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
+        batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 8,
+        patch_size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 64,
+        val_fraction: Annotated[float, typer.Option(help="Fraction of the measurements held out for validation.")] = 0.1,
+        val_every: Annotated[int, typer.Option(help="Evaluate the held-out risk and save checkpoints every N steps.")] = 100,
+        lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
+        width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 32,
+        depth: Annotated[int, typer.Option(help="U-Net down-samplings.")] = 3,
+        device: DeviceOpt = "auto", seed: SeedOpt = 0, glob: GlobOpt = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last.pt.")] = False,
+        overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
+    """Learn a denoiser from noisy measurements alone.
+
+    Example: sslrecon fit ./micrographs --loss sure --noise auto --steps 2000 -o runs/m1
+    """
+    cfg = RunConfig(loss=loss, noise=noise, steps=steps, batch_size=batch_size, patch_size=patch_size,
+                    val_fraction=val_fraction, val_every=val_every, lr=lr, width=width, depth=depth, seed=seed,
+                    device=device, glob=glob)
+    doc = api.fit(inputs, out, config=cfg, resume=resume, overwrite=overwrite, progress=True)
+    _emit(doc, json_out, [str(Path(doc["run"]) / "model.pt")])
+
+
+@app.command()
+def reconstruct(run: RunArg, inputs: Inputs,
+                outdir: Annotated[Path, typer.Option("-o", "--out", help="Output folder (same names and formats as the inputs).")],
+                tile_size: TileOpt = None,
+                dtype: Annotated[str, typer.Option(help=f"Output dtype: {', '.join(OUTPUT_DTYPES)} (auto: integer inputs become float32, float stays).")] = "auto",
+                noise: Annotated[Optional[str], typer.Option("--noise", help="Override the run's noise model (same forms as fit).")] = None,
+                test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r).")] = None,
+                device: DeviceOpt = "auto", glob: GlobOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
+    """Apply a trained run to images, one file at a time (tiled), keeping format and metadata.
+
+    Example: sslrecon reconstruct runs/m1 ./micrographs -o ./denoised
+    """
+    if dtype not in OUTPUT_DTYPES:
+        raise typer.BadParameter(f"choose one of {', '.join(OUTPUT_DTYPES)}", param_hint="--dtype")
+    files = []
+    for item in api.reconstruct(run, inputs, outdir, tile_size=tile_size, dtype=dtype, noise=noise,
+                                test_samples=test_samples, device=device, glob=glob, overwrite=overwrite,
+                                stdin=sys.stdin if "-" in inputs else None):
+        files.append(item)
+        if not json_out:
+            typer.echo(item["output"])
+    if json_out:
+        typer.echo(json.dumps({"run": str(run), "files": files}, indent=2))
+
+
+@app.command()
+def validate(run: RunArg, inputs: Inputs,
+             reference: Annotated[Optional[Path], typer.Option(help="Folder of clean references with the same file names.")] = None,
+             data_range: Annotated[Optional[float], typer.Option(help="PSNR data range (default: dtype range for integers, max-min for floats).")] = None,
+             noise: Annotated[Optional[str], typer.Option("--noise", help="Override the run's noise model.")] = None,
+             tile_size: TileOpt = None, device: DeviceOpt = "auto", glob: GlobOpt = None, json_out: JsonOpt = False):
+    """Estimate reconstruction quality on held-out measurements without ground truth.
+
+    Example: sslrecon validate runs/m1 ./held_out --json
+    """
+    doc = api.validate(run, inputs, reference=reference, data_range=data_range, noise=noise, tile_size=tile_size,
+                       device=device, glob=glob, stdin=sys.stdin if "-" in inputs else None)
+    lines = [f"{f['path']}\testimated_psnr {f['estimated_psnr']:.2f}" + (f"\tpsnr {f['psnr']:.2f}\tssim {f['ssim']:.4f}" if "psnr" in f else "")
+             for f in doc["files"]]
+    lines.append(f"mean\testimated_psnr {doc['estimated_psnr']:.2f}" + (f"\tpsnr {doc['psnr']:.2f}\tssim {doc['ssim']:.4f}" if "psnr" in doc else ""))
+    _emit(doc, json_out, lines)
+
+
+@app.command()
+def finetune(run: RunArg, inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="New run folder.")],
+             steps: Annotated[int, typer.Option(help="Training steps.")] = 200,
+             loss: Annotated[Optional[str], typer.Option("--loss", help="Another loss (default: the run's).")] = None,
+             noise: Annotated[Optional[str], typer.Option("--noise", help="Another noise model (default: the run's).")] = None,
+             lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: half the run's).")] = None,
+             device: DeviceOpt = "auto", seed: Annotated[Optional[int], typer.Option(help="Seed (default: the run's).")] = None,
+             overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
+    """Adapt a trained model to new measurements, starting from its weights.
+
+    Example: sslrecon finetune runs/m1 ./new_session -o runs/m2 --steps 200
+    """
+    doc = api.finetune(run, inputs, out, steps=steps, loss=loss, noise=noise, lr=lr, device=device, seed=seed,
+                       overwrite=overwrite, progress=True, stdin=sys.stdin if "-" in inputs else None)
+    _emit(doc, json_out, [str(Path(doc["run"]) / "model.pt")])
+
+
+def version_callback(value: bool):
+    if value:
+        typer.echo(f"sslrecon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
+          debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: maps SslreconError to one stderr line and exit status 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        app(args=argv, standalone_mode=False, prog_name="sslrecon")
+    except SslreconError as e:
+        if debug:
+            raise
+        sys.stderr.write(f"sslrecon: error: {e.line()}\n")
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("sslrecon: interrupted\n")
+        return 130
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show(file=sys.stderr)
+            return e.exit_code
+        raise
+    return 0

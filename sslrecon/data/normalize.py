@@ -1,0 +1,39 @@
+"""The affine normalisation `x' = (x - shift) / scale`, computed once from the inputs and stored."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    shift: float
+    scale: float
+
+    def __call__(self, x):
+        return (x - self.shift) / self.scale
+
+    def denormalize(self, x):
+        return x * self.scale + self.shift
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_frames(cls, frames: Iterable[np.ndarray], max_samples: int = 2_000_000) -> "Normalization":
+        """Mean and standard deviation over a strided subsample of every frame (constant memory)."""
+        frames = list(frames)
+        per = max(1, max_samples // max(1, len(frames)))
+        samples = []
+        for f in frames:
+            step = max(1, int(np.sqrt(f.size / per)))
+            samples.append(np.asarray(f[::step, ::step], dtype=np.float64).ravel())
+        v = np.concatenate(samples)
+        scale = float(v.std())
+        if not np.isfinite(scale) or scale <= 0:
+            raise InputError("the input images are constant (zero variance)", fix="check the inputs hold image data")
+        return cls(shift=float(v.mean()), scale=scale)

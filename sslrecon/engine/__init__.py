@@ -1,0 +1,1 @@
+"""Training loop, tiled inference, validation metrics and checkpoints."""

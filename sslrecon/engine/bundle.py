@@ -1,0 +1,88 @@
+"""A trained reconstructor: network + loss (with its test-time rule) + normalisation + noise model.
+
+`Reconstructor.predict(frame)` and `.risk(frame)` work on whole 2-D frames in the data's units,
+tile by tile, so memory does not grow with the image.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data import Normalization
+from ..losses import Loss, build_loss, sure_mse
+from ..models import UNet, UNetConfig
+from ..noise.models import NoiseModel
+from ..physics import Denoising
+from .infer import auto_tile_size, tiled_apply
+from .train import autocast_context
+
+
+def file_seed(seed: int, name: str) -> int:
+    """Per-file seed derived from the run seed and the file name."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+
+
+@dataclass
+class Reconstructor:
+    model: UNet
+    loss: Loss
+    norm: Normalization
+    device: torch.device
+    tile_size: int | None = None
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, device: torch.device, tile_size: int | None = None,
+                        loss_options: dict | None = None) -> "Reconstructor":
+        model = UNet(UNetConfig(**state["model_config"]))
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        norm = Normalization(**state["normalization"])
+        opts = {**state["loss_options"], **(loss_options or {})}
+        loss = build_loss(state["loss"], **opts)
+        if state.get("loss_state"):
+            loss.load_state_dict(state["loss_state"])
+        loss.to(device)
+        return cls(model, loss, norm, device, tile_size)
+
+    def _tile(self) -> int:
+        passes = 2 if self.loss.name == "r2r" else 1
+        return self.tile_size or auto_tile_size(self.model.config.width, self.model.multiple, self.device, passes)
+
+    def _margin(self) -> int:
+        return self.model.receptive_radius() + 8
+
+    def _physics(self, noise: NoiseModel) -> Denoising:
+        return Denoising(noise.rescaled(self.norm.shift, self.norm.scale))
+
+    def _apply(self, y: np.ndarray, physics: Denoising, seed: int, autocast: bool) -> np.ndarray:
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        ctx = autocast_context(self.device) if autocast else torch.autocast("cpu", enabled=False)
+
+        def fn(t):
+            with ctx:
+                return self.loss.predict(self.model, t.to(self.device), physics, generator=g)
+
+        batch = 8 if self.device.type == "cuda" else 1
+        return tiled_apply(fn, y, tile=self._tile(), margin=self._margin(), multiple=self.model.multiple,
+                           device=self.device, batch=batch)
+
+    def predict(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> np.ndarray:
+        """The test-time reconstruction of one frame with noise model `noise` (data units), as float32."""
+        y = self.norm(np.asarray(frame, dtype=np.float32))
+        return self.norm.denormalize(self._apply(y, self._physics(noise), seed, autocast=True))
+
+    def risk(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> float:
+        """Self-supervised estimate of the MSE of `predict(frame)` against the clean frame, in data units^2."""
+        y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
+
+        physics = self._physics(noise)
+
+        def f(v):
+            return torch.from_numpy(self._apply(v[0, 0].numpy(), physics, seed, autocast=False))[None, None]
+
+        g = torch.Generator().manual_seed(seed + 1)
+        mse = sure_mse(f, y, physics.noise, generator=g, divergence=not self.loss.j_invariant)
+        return float(mse[0]) * self.norm.scale**2

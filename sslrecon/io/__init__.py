@@ -1,0 +1,96 @@
+"""File formats: a registry that sniffs magic bytes first, then trusts the suffix.
+
+`open_image(path)` returns an `ImageFile`; `write_like(dest, frames, like)` writes in `like`'s format.
+`find_inputs(...)` expands files, folders (recursive) and `-` (paths on stdin) into a sorted list.
+"""
+from __future__ import annotations
+
+import fnmatch
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from . import mrc, tiff
+from .base import OUTPUT_DTYPES, ImageFile, atomic_output, check_output
+
+#: format name -> (module with sniff/SUFFIXES/write_like, reader class)
+READERS = {"mrc": (mrc, mrc.MrcImage), "tiff": (tiff, tiff.TiffImage)}
+SUFFIXES = tuple(s for mod, _ in READERS.values() for s in mod.SUFFIXES)
+
+__all__ = ["READERS", "SUFFIXES", "OUTPUT_DTYPES", "ImageFile", "open_image", "write_like", "find_inputs",
+           "atomic_output", "check_output"]
+
+
+def open_image(path: str | Path, *, permissive: bool = False) -> ImageFile:
+    """Open `path` with the reader its content (magic bytes) names, else its suffix's reader."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", path=path, fix="check the path")
+    if path.is_dir():
+        raise InputError("is a folder, not an image file", path=path, fix="pass files, or the folder as an input")
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not head:
+        raise FormatError("file is empty", path=path, fix="re-export or re-copy the file")
+    for name, (mod, cls) in READERS.items():
+        if mod.sniff(head):
+            return cls(path, permissive=permissive)
+    suffix = path.suffix.lower()
+    for name, (mod, cls) in READERS.items():
+        if suffix in mod.SUFFIXES:
+            raise FormatError(f"not a valid {name.upper()} file (its signature bytes are missing)", path=path,
+                              fix=f"check that this is really a {name.upper()} file; re-export it if it is damaged")
+    raise FormatError(f"unsupported file type '{suffix or path.name}'", path=path,
+                      fix=f"pass images in one of: {', '.join(SUFFIXES)}")
+
+
+def write_like(dest: str | Path, frames: Iterable[np.ndarray], like: ImageFile, **kwargs) -> Path:
+    """Write `frames` to `dest` in the format of `like`, mirroring its metadata (see each format's writer)."""
+    mod, _ = READERS[like.format]
+    return mod.write_like(Path(dest), iter(frames), like, **kwargs)
+
+
+def find_inputs(inputs: Iterable[str], glob: str | None = None, stdin: Iterable[str] | None = None) -> list[Path]:
+    """Expand files, folders (searched recursively) and `-` (one path per line on stdin) into image paths.
+
+    Folders contribute files with a known image suffix (or matching `glob`); explicit files are kept
+    as given (their content decides the reader) unless `glob` excludes them. Duplicates are dropped.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        if item == "-":
+            lines = [ln.strip() for ln in (stdin if stdin is not None else sys.stdin)]
+            out.extend(find_inputs([ln for ln in lines if ln], glob))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")
+                           and (fnmatch.fnmatch(q.name, glob) if glob else q.suffix.lower() in SUFFIXES))
+            out.extend(found)
+        elif p.exists():
+            if glob is None or fnmatch.fnmatch(p.name, glob):
+                out.append(p)
+        else:
+            raise InputError("no such file or folder", path=p, fix="check the path")
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        where = ", ".join(inputs) or "(nothing)"
+        raise InputError(f"no input images found in {where}",
+                         fix=f"pass image files ({', '.join(SUFFIXES)}) or folders holding them"
+                             + (f", or change --glob '{glob}'" if glob else ""))
+    return unique
+
+
+def iter_frames(paths: Iterable[Path]) -> Iterator[tuple[Path, int, np.ndarray]]:
+    for p in paths:
+        with open_image(p) as img:
+            for i in range(img.n_frames):
+                yield p, i, img.frame(i)

@@ -1,0 +1,99 @@
+"""The one loss interface, and Monte-Carlo divergence shared by the SURE-type estimators.
+
+Every loss is called as `loss(model, y, physics=..., generator=...) -> LossOutput`, where `y` is a
+batch (B, C, H, W) of normalised measurements and `physics.noise` their noise model in normalised
+units (per sample where a batch mixes files, see `noise.models.stack`). Every loss also states its test-time rule, `predict(model, y, ...)`, and `risk(...)`: a
+per-image estimate of the mean squared error of `predict` against the unknown clean image (for
+validation without ground truth).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..noise.models import NoiseModel
+from ..physics import DENOISING
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LossOutput:
+    """A scalar to minimise plus named terms (detached floats) for logging."""
+
+    value: torch.Tensor
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+class Loss(nn.Module):
+    """Base class: subclasses set `name`, `needs_noise`, implement `forward`, may override `predict`."""
+
+    name: ClassVar[str] = ""
+    needs_noise: ClassVar[bool] = True
+    #: True when `predict`'s output at a pixel never reads that pixel (its risk needs no divergence).
+    j_invariant: ClassVar[bool] = False
+
+    @staticmethod
+    def noise_of(physics) -> NoiseModel:
+        if physics.noise is None:
+            raise ValueError("this loss needs the measurements' noise model (physics.noise)")
+        return physics.noise
+
+    def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
+        raise NotImplementedError
+
+    def predict(self, model, y, physics=DENOISING, generator=None) -> torch.Tensor:
+        """Test-time rule: by default one pass on the full measurement."""
+        return model(y)
+
+    def options(self) -> dict:
+        """Constructor options (plain data) to rebuild this loss from a checkpoint."""
+        return {}
+
+    def risk(self, model, y, physics=DENOISING, generator=None) -> torch.Tensor:
+        """Per-image estimate of the MSE of `predict` vs the clean image (normalised units), shape (B,)."""
+        return sure_mse(lambda v: self.predict(model, v, physics, generator=_fork(generator)), y, self.noise_of(physics),
+                        generator=generator, divergence=not self.j_invariant)
+
+
+def _fork(generator: torch.Generator | None) -> torch.Generator | None:
+    """A generator with a fixed copy of `generator`'s state, so repeated calls draw the same noise."""
+    if generator is None:
+        return None
+    g = torch.Generator(device=generator.device)
+    g.set_state(generator.get_state())
+    return g
+
+
+def rademacher(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
+    b = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return (2 * b - 1).to(like.dtype)
+
+
+def probe_scale(noise: NoiseModel, y: torch.Tensor, tau: float) -> float:
+    """Monte-Carlo probe step: a fraction `tau` of the noise level, so it works in any units."""
+    return tau * noise.mean_sigma(y)
+
+
+def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, tau: float = 0.01,
+             divergence: bool = True) -> torch.Tensor:
+    """Stein's unbiased risk estimate of `mean((f(y) - x)^2)` per image, shape (B,).
+
+    `SURE = |f(y) - y|^2 - sum var_i + 2 sum var_i d f_i / d y_i`, with the divergence estimated by one
+    Rademacher probe `b`: `b . (f(y + eps b) - f(y)) / eps`. For a signal-dependent model the per-pixel
+    variance is evaluated at the measurement (a heteroscedastic Gaussian approximation).
+    """
+    with torch.no_grad():
+        fy = f(y)
+        var = noise.variance_map(y)
+        dims = tuple(range(1, y.ndim))
+        mse = ((fy - y) ** 2).mean(dims) - var.mean(dims)
+        if divergence:
+            b = rademacher(y.shape, y, generator)
+            eps = probe_scale(noise, y, tau)
+            div = (b * var * (f(y + eps * b) - fy)).mean(dims) / eps
+            mse = mse + 2 * div
+    return mse

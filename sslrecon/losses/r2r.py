@@ -1,0 +1,42 @@
+"""Gaussian Recorrupted-to-Recorrupted (Pang et al., CVPR 2021).
+
+Model: `y = x + n`, `n ~ N(0, sigma^2)`. With `z ~ N(0, sigma^2)` drawn afresh, the pair
+`y1 = y + alpha z`, `y2 = y - z / alpha` has independent noises, so `E|f(y1) - y2|^2` equals
+`E|f(y1) - x|^2` plus a constant: a Noise2Noise pair from one measurement. Given a signal-dependent
+model, the per-pixel standard deviation at the measurement is used.
+
+Cost per step: one network pass. Test-time rule: the average of `f(y + alpha z_k)` over
+`test_samples` draws (the network was trained on inputs with that extra noise).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..physics import DENOISING
+from .base import Loss, LossOutput
+
+
+class R2RGaussian(Loss):
+    name = "r2r"
+
+    def __init__(self, alpha: float = 0.5, test_samples: int = 5):
+        super().__init__()
+        self.alpha, self.test_samples = alpha, test_samples
+
+    def options(self):
+        return {"alpha": self.alpha, "test_samples": self.test_samples}
+
+    def _z(self, y, physics, generator):
+        std = self.noise_of(physics).variance_map(y).sqrt()
+        return std * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+
+    def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
+        z = self._z(y, physics, generator)
+        value = ((model(y + self.alpha * z) - (y - z / self.alpha)) ** 2).mean()
+        return LossOutput(value, {})
+
+    def predict(self, model, y, physics=DENOISING, generator=None):
+        out = torch.zeros_like(y)
+        for _ in range(self.test_samples):
+            out += model(y + self.alpha * self._z(y, physics, generator))
+        return out / self.test_samples

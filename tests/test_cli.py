@@ -1,0 +1,191 @@
+"""End to end through the command line on tiny data, and one test per bad input (exit 2, nothing written)."""
+import json
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+
+from sslrecon.cli import main
+
+from .conftest import TINY
+
+
+def run(args, capsys, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def trained(tiny_data, tmp_path, capsys):
+    data, ref = tiny_data
+    code, out, err = run(["fit", data, "-o", tmp_path / "run", "--loss", "sure", "--json", *TINY], capsys)
+    assert code == 0, err
+    return tmp_path / "run", json.loads(out)
+
+
+def test_fit_writes_run_folder(trained):
+    run_dir, doc = trained
+    for name in ("model.pt", "last.pt", "config.json", "metrics.jsonl"):
+        assert (run_dir / name).is_file()
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [2, 4] and all(ln["val_mse"] is not None for ln in lines)
+    assert doc["noise"]["name"] in ("gaussian", "pg", "poisson") and doc["normalization"]["scale"] > 0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["config"]["loss"] == "sure" and cfg["noise_normalized"]
+
+
+def test_reconstruct_mirrors_formats(trained, tiny_data, tmp_path, capsys):
+    run_dir, _ = trained
+    data, _ = tiny_data
+    code, out, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "out", "--json", "--device", "cpu",
+                          "--tile-size", "32"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert sorted(f["output"].rsplit("/", 1)[1] for f in doc["files"]) == ["cells.tif", "img0.mrc", "img1.mrc"]
+    assert all(f["shape"] == [1, 48, 48] and f["seconds"] >= 0 for f in doc["files"])
+    with mrcfile.open(tmp_path / "out" / "img0.mrc") as m:
+        assert m.data.dtype == np.float32 and np.isclose(m.voxel_size.x, 1.5)
+    assert tifffile.imread(tmp_path / "out" / "cells.tif").dtype == np.float32
+    # refuses to overwrite without --overwrite, and writes nothing new
+    before = (tmp_path / "out" / "img0.mrc").read_bytes()
+    code, _, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "out"], capsys)
+    assert code == 2 and "--overwrite" in err and (tmp_path / "out" / "img0.mrc").read_bytes() == before
+
+
+def test_reconstruct_reads_paths_from_stdin(trained, tiny_data, tmp_path, capsys, monkeypatch):
+    run_dir, _ = trained
+    data, _ = tiny_data
+    code, out, err = run(["reconstruct", run_dir / "model.pt", "-", "-o", tmp_path / "o2", "--device", "cpu"], capsys,
+                         stdin=f"{data / 'img1.mrc'}\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert out.strip().endswith("img1.mrc") and [p.name for p in (tmp_path / "o2").iterdir()] == ["img1.mrc"]
+
+
+@pytest.mark.parametrize("loss", ["r2r", "n2s"])
+def test_other_losses_end_to_end(loss, tiny_data, tmp_path, capsys):
+    data, ref = tiny_data
+    code, _, err = run(["fit", data, "-o", tmp_path / loss, "--loss", loss, *TINY], capsys)
+    assert code == 0, err
+    code, out, err = run(["validate", tmp_path / loss, data, "--reference", ref, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert {"estimated_psnr", "psnr", "ssim", "files"} <= doc.keys() and len(doc["files"]) == 3
+
+
+def test_validate_json(trained, tiny_data, capsys):
+    run_dir, _ = trained
+    data, ref = tiny_data
+    code, out, err = run(["validate", run_dir, data, "--reference", ref, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert np.isclose(doc["psnr"], np.mean([f["psnr"] for f in doc["files"]]))
+    assert all({"path", "estimated_psnr", "estimated_mse", "psnr", "ssim"} <= f.keys() for f in doc["files"])
+    code, out, _ = run(["validate", run_dir, data, "--device", "cpu"], capsys)
+    assert code == 0 and "estimated_psnr" in out and "ssim" not in out
+
+
+def test_resume_continues_and_finetune_starts_from_weights(trained, tiny_data, tmp_path, capsys):
+    run_dir, _ = trained
+    data, _ = tiny_data
+    code, _, err = run(["fit", data, "-o", run_dir, "--resume", *TINY[:1], "6", *TINY[2:]], capsys)
+    assert code == 0, err
+    steps = [json.loads(ln)["step"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+    code, out, err = run(["finetune", run_dir, data, "-o", tmp_path / "ft", "--steps", "2", "--loss", "n2s",
+                          "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["loss"] == "n2s" and doc["finetuned_from"] == str(run_dir)
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "sslrecon", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("sslrecon ")
+
+
+# ---- bad inputs: one line on stderr naming the file and the fix, exit 2, nothing written ----
+
+def _assert_user_error(code, err, *needles):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sslrecon: error:") and "fix:" in lines[0], err
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_empty_input_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["fit", tmp_path / "empty", "-o", tmp_path / "run", *TINY], capsys)
+    _assert_user_error(code, err, "no input images")
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_mrc(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    raw = (data / "img0.mrc").read_bytes()
+    (data / "img0.mrc").write_bytes(raw[:2000])
+    code, _, err = run(["fit", data, "-o", tmp_path / "run", *TINY], capsys)
+    _assert_user_error(code, err, "img0.mrc")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unsupported_mrc_mode(tmp_path, capsys):
+    with mrcfile.new(tmp_path / "c.mrc") as m:
+        m.set_data(np.zeros((16, 16), np.complex64))
+    code, _, err = run(["fit", tmp_path / "c.mrc", "-o", tmp_path / "run", *TINY], capsys)
+    _assert_user_error(code, err, "c.mrc", "mode 4")
+
+
+def test_text_file_named_tif(tmp_path, capsys):
+    (tmp_path / "fake.tif").write_text("hello\n")
+    code, _, err = run(["fit", tmp_path / "fake.tif", "-o", tmp_path / "run", *TINY], capsys)
+    _assert_user_error(code, err, "fake.tif")
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_in_data(tiny_data, tmp_path, capsys, trained):
+    run_dir, _ = trained
+    data, _ = tiny_data
+    bad = np.ones((48, 48), np.float32)
+    bad[3, 4] = np.nan
+    with mrcfile.new(data / "nan.mrc") as m:
+        m.set_data(bad)
+    code, _, err = run(["fit", data, "-o", tmp_path / "run2", *TINY], capsys)
+    _assert_user_error(code, err, "nan.mrc", "NaN")
+    assert not (tmp_path / "run2").exists()
+    code, _, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "out", "--device", "cpu"], capsys)
+    _assert_user_error(code, err, "nan.mrc")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_noise_spec(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, _, err = run(["fit", data, "-o", tmp_path / "run", "--noise", "gaussian:sigma=-2", *TINY], capsys)
+    _assert_user_error(code, err, "sigma")
+    assert not (tmp_path / "run").exists()
+
+
+def test_reference_names_must_match(trained, tiny_data, tmp_path, capsys):
+    run_dir, _ = trained
+    data, ref = tiny_data
+    (ref / "cells.tif").rename(ref / "other.tif")
+    code, out, err = run(["validate", run_dir, data, "--reference", ref, "--json", "--device", "cpu"], capsys)
+    _assert_user_error(code, err, "cells.tif")
+    assert out == ""
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(trained, tiny_data, capsys):
+    run_dir, _ = trained
+    data, _ = tiny_data
+    before = (run_dir / "model.pt").read_bytes()
+    code, _, err = run(["fit", data, "-o", run_dir, *TINY], capsys)
+    _assert_user_error(code, err, "--resume")
+    assert (run_dir / "model.pt").read_bytes() == before

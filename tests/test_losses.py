@@ -1,0 +1,139 @@
+"""Statistical promises of the losses (DESIGN.md section 5): for a fixed denoiser, the Monte-Carlo
+mean of each risk estimate equals the true MSE within three standard errors of that mean."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslrecon.losses import LOSSES, build_loss, sure_mse
+from sslrecon.models import UNet, UNetConfig
+from sslrecon.noise import Gaussian
+from sslrecon.physics import Denoising
+
+from .conftest import smooth_image
+
+N_DRAWS = 400
+
+
+def _clean(n=N_DRAWS, h=24, w=24):
+    x = torch.tensor(smooth_image(np.random.default_rng(1), h, w, level=0.5, amp=0.3), dtype=torch.float32)
+    return x.expand(n, 1, h, w).contiguous()
+
+
+def _blur(y):
+    k = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16
+    return F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), k[None, None])
+
+
+def _random_cnn():
+    torch.manual_seed(3)
+    net = UNet(UNetConfig(width=4, depth=1))
+    for p in net.parameters():
+        p.data.mul_(3.0)
+    net.eval()
+    return net
+
+
+def _within(diff: torch.Tensor, k: float = 3.0) -> tuple[bool, float, float]:
+    m, se = float(diff.mean()), float(diff.std() / math.sqrt(diff.numel()))
+    return abs(m) < k * se, m, se
+
+
+@pytest.mark.parametrize("denoiser", ["blur", "cnn"])
+def test_sure_expectation_equals_true_mse(denoiser):
+    f = _blur if denoiser == "blur" else _random_cnn()
+    sigma = 0.2
+    x = _clean()
+    g = torch.Generator().manual_seed(0)
+    y = x + sigma * torch.randn(x.shape, generator=g)
+    with torch.no_grad():
+        true = ((f(y) - x) ** 2).mean((1, 2, 3))
+        est = sure_mse(f, y, Gaussian(sigma), generator=g)
+        ok, m, se = _within(est - true)
+        assert ok, f"SURE - MSE = {m:.3g} +- {se:.3g}"
+        # the test has power: without the divergence the estimate is visibly biased
+        no_div = sure_mse(f, y, Gaussian(sigma), generator=g, divergence=False)
+        assert not _within(no_div - true)[0]
+
+
+def test_sure_training_loss_is_unbiased():
+    net, sigma = _random_cnn(), 0.2
+    loss, phys = build_loss("sure"), Denoising(Gaussian(sigma))
+    x = _clean(n=10)
+    g = torch.Generator().manual_seed(1)
+    diffs = []
+    with torch.no_grad():
+        for _ in range(60):
+            y = x + sigma * torch.randn(x.shape, generator=g)
+            diffs.append(float(loss(net, y, phys, generator=g).value) - float(((net(y) - x) ** 2).mean()))
+    ok, m, se = _within(torch.tensor(diffs))
+    assert ok, f"{m:.3g} +- {se:.3g}"
+
+
+def test_r2r_loss_is_mse_plus_known_constant():
+    net, sigma, alpha = _random_cnn(), 0.2, 0.5
+    loss, phys = build_loss("r2r", alpha=alpha), Denoising(Gaussian(sigma))
+    x = _clean(n=10)
+    g = torch.Generator().manual_seed(2)
+    diffs = []
+    with torch.no_grad():
+        for _ in range(80):
+            y = x + sigma * torch.randn(x.shape, generator=g)
+            value = float(loss(net, y, phys, generator=g).value)
+            y1 = y + alpha * sigma * torch.randn(x.shape, generator=g)  # an independent recorruption
+            diffs.append(value - float(((net(y1) - x) ** 2).mean()) - sigma**2 * (1 + 1 / alpha**2))
+    ok, m, se = _within(torch.tensor(diffs))
+    assert ok, f"{m:.3g} +- {se:.3g}"
+
+
+def test_r2r_predict_averages_recorruptions():
+    loss = build_loss("r2r", test_samples=64)
+    y = torch.zeros(1, 1, 16, 16)
+    out = loss.predict(lambda v: v, y, Denoising(Gaussian(0.1)), generator=torch.Generator().manual_seed(0))
+    assert out.abs().mean() < 0.1 * 0.5 * 0.3  # mean of 64 draws of N(0, (0.05)^2) is near 0
+
+
+def test_n2s_prediction_is_j_invariant_and_full_pass_is_not():
+    net = _random_cnn()
+    loss = build_loss("n2s")
+    y = torch.rand(1, 1, 20, 23, generator=torch.Generator().manual_seed(0))
+    y2 = y.clone()
+    y2[0, 0, 7, 11] += 5.0
+    with torch.no_grad():
+        a, b = loss.predict(net, y), loss.predict(net, y2)
+        # the J-invariant rule never reads a pixel to output it ...
+        assert torch.allclose(a[0, 0, 7, 11], b[0, 0, 7, 11], atol=1e-5)
+        assert (a - b).abs().max() > 1e-3  # ... while neighbours do depend on it
+        # ... whereas a plain full-input pass of a residual net passes the pixel (and its noise) through
+        assert (net(y)[0, 0, 7, 11] - net(y2)[0, 0, 7, 11]).abs() > 1.0
+
+
+def test_n2s_masked_input_hides_masked_pixels():
+    loss = build_loss("n2s", grid=3)
+    y = torch.rand(2, 1, 12, 12)
+    phases = torch.tensor([[0, 1], [2, 2]])
+    m = loss._mask(y, phases)
+    assert torch.allclose(m.mean((1, 2, 3)), torch.tensor([1 / 9, 1 / 9]))
+    y2 = y + 10 * m  # change only masked pixels
+    assert torch.allclose(loss._masked_input(y, m), loss._masked_input(y2, m))
+
+
+def test_registry_is_documented():
+    for name, cls in LOSSES.items():
+        assert cls.name == name and cls.__module__.startswith("sslrecon.losses.")
+        doc = __import__(cls.__module__, fromlist=["x"]).__doc__
+        assert "Cost per step" in doc and "Test-time rule" in doc or "test-time rule" in doc.lower()
+
+
+def test_mixed_batch_noise_is_per_sample():
+    from sslrecon.noise import PoissonGaussian
+    from sslrecon.noise.models import stack
+
+    models = [Gaussian(2.0), PoissonGaussian(gain=3.0, sigma=1.0, offset=10.0), Gaussian(2.0)]
+    batch = stack(models)
+    y = torch.full((3, 1, 8, 8), 30.0)
+    var = batch.variance_map(y)
+    assert torch.allclose(var[:, 0, 0, 0], torch.tensor([4.0, 3.0 * 20 + 1.0, 4.0]))
+    assert stack([Gaussian(2.0)] * 4) == Gaussian(2.0)
