@@ -137,3 +137,20 @@ def test_mixed_batch_noise_is_per_sample():
     var = batch.variance_map(y)
     assert torch.allclose(var[:, 0, 0, 0], torch.tensor([4.0, 3.0 * 20 + 1.0, 4.0]))
     assert stack([Gaussian(2.0)] * 4) == Gaussian(2.0)
+
+
+@pytest.mark.parametrize("photons", [1.0, 10.0])
+def test_sure_with_poisson_gaussian_model_is_unbiased_for_linear_denoisers(photons):
+    """First-order PG-SURE (Hudson's identity) is exact for linear denoisers, at any count and with an offset."""
+    from sslrecon.noise import PoissonGaussian
+
+    gain, offset = 2.0, -10.0
+    model = PoissonGaussian(gain=gain, sigma=1.5, offset=offset)
+    x = _clean() * 2 * photons * gain + offset  # about `photons` counts per pixel, negative values included
+    g = torch.Generator().manual_seed(4)
+    y = model.sample(x, generator=g)
+    with torch.no_grad():
+        true = ((_blur(y) - x) ** 2).mean((1, 2, 3))
+        est = sure_mse(_blur, y, model, generator=g)
+    ok, m, se = _within(est - true)
+    assert ok, f"{m:.3g} +- {se:.3g}"

@@ -83,12 +83,12 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
     """Stein's unbiased risk estimate of `mean((f(y) - x)^2)` per image, shape (B,).
 
     `SURE = |f(y) - y|^2 - sum var_i + 2 sum var_i d f_i / d y_i`, with the divergence estimated by one
-    Rademacher probe `b`: `b . (f(y + eps b) - f(y)) / eps`. For a signal-dependent model the per-pixel
-    variance is evaluated at the measurement (a heteroscedastic Gaussian approximation).
+    Rademacher probe `b`: `b . (f(y + eps b) - f(y)) / eps`. For a signal-dependent model `var_i` is the
+    model's `stein_weight`, its variance at the pixel's own value (first-order PURE / PG-SURE).
     """
     with torch.no_grad():
         fy = f(y)
-        var = noise.variance_map(y)
+        var = noise.stein_weight(y)
         dims = tuple(range(1, y.ndim))
         mse = ((fy - y) ** 2).mean(dims) - var.mean(dims)
         if divergence:

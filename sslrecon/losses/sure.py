@@ -4,8 +4,10 @@ Model: `y = x + n`, `n ~ N(0, sigma^2 I)` (sigma known or estimated). For any we
 `f`, `E|f(y) - y|^2 - N sigma^2 + 2 sigma^2 E div f(y) = E|f(y) - x|^2` (Stein 1981), so minimising
 the estimate trains `f` as if the clean images were known. The divergence is estimated with one
 Rademacher probe `b` and a finite difference of step `tau * sigma` (Ramani, Blu & Unser 2008), so
-the probe follows the noise level in any units. Given a signal-dependent model, the per-pixel
-variance at the measurement is used (a heteroscedastic Gaussian approximation).
+the probe follows the noise level in any units. Given a (Poisson-)Gaussian model, the variance
+`gain * (y_i - offset) + sigma^2` at each pixel's own value weights the divergence: the
+first-order Poisson-Gaussian SURE (Le Montagner et al. 2014), exact in expectation for the
+constant term and free of credit at zero-count pixels.
 
 Cost per step: two network passes (and their backward). Both run in float32 even under autocast,
 because a finite difference at `tau * sigma` is below half-precision resolution.
@@ -32,7 +34,7 @@ class SureGaussian(Loss):
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         with torch.autocast(device_type=y.device.type, enabled=False):
             noise = self.noise_of(physics)
-            var = noise.variance_map(y)
+            var = noise.stein_weight(y)
             eps = probe_scale(noise, y, self.tau)
             b = rademacher(y.shape, y, generator)
             fy = model(y)

@@ -36,6 +36,21 @@ class NoiseModel:
         local = F.avg_pool2d(F.pad(y, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
         return self.variance(local)
 
+    def stein_weight(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-pixel weight of the divergence in SURE-type risk estimates, from each pixel's own value.
+
+        For Gaussian noise, sigma^2. For (Poisson-)Gaussian noise, `gain * (y - offset) + sigma^2`
+        evaluated at the measurement itself, without clamping: the first-order term of Hudson's
+        identity behind PURE / PG-SURE (Luisier et al. 2011; Le Montagner et al. 2014), whose
+        expectation matches the variance and which vanishes where no photon was counted. (A local
+        mean in its place lets a network earn divergence credit at zero-count pixels that carry no
+        noise: on low-count data the risk estimate then runs to minus infinity.)"""
+        return self.variance_map(y) if not self.signal_dependent else self._affine_variance(y)
+
+    def _affine_variance(self, y: torch.Tensor) -> torch.Tensor:
+        pg = self.as_pg()
+        return pg.gain * (y - pg.offset) + pg.sigma**2
+
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
