@@ -62,6 +62,18 @@ def _open_checked(paths: list[Path], stack: ExitStack) -> list[ImageFile]:
     return images
 
 
+def _check_all(paths: list[Path]) -> list[tuple[int, tuple[int, int]]]:
+    """Open, check (finite data) and close every input before anything is written; returns the
+    (frames, shape) of each. Files are then reopened one at a time, so open files and memory do not
+    grow with the number of inputs."""
+    shapes = []
+    for p in paths:
+        with open_image(p) as img:
+            img.check_finite()
+            shapes.append((img.n_frames, img.shape))
+    return shapes
+
+
 def _sample_frames(images: list[ImageFile], limit: int = 16) -> list[np.ndarray]:
     frames = [(img, i) for img in images for i in range(img.n_frames)]
     pick = np.linspace(0, len(frames) - 1, num=min(limit, len(frames))).round().astype(int)
@@ -200,15 +212,17 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     paths = find_inputs(list(inputs), glob, stdin)
     outdir = Path(outdir)
     dests = _outputs(paths, outdir, overwrite)
-    with ExitStack() as stack:
-        images = _open_checked(paths, stack)
-        rec = _reconstructor(state, device, tile_size, test_samples)
-        seed = int(state["config"].get("seed", 0))
-        label = f"{state['loss']} denoised"
-        for img, dest in zip(images, dests):
+    spec = noise or state["config"]["noise"]
+    parse_noise(spec)  # a bad spec fails before anything is written
+    _check_all(paths)
+    rec = _reconstructor(state, device, tile_size, test_samples)
+    seed = int(state["config"].get("seed", 0))
+    label = f"{state['loss']} denoised"
+    for path, dest in zip(paths, dests):
+        with open_image(path) as img:
             t0 = time.perf_counter()
             s = file_seed(seed, img.path.name)
-            nm = noise_models(noise or state["config"]["noise"], [img])[1][0]
+            nm = noise_models(spec, [img])[1][0]
             frames = (rec.predict(img.frame(i), nm, seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
@@ -233,42 +247,47 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     """
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
-    refs = _references(paths, reference) if reference is not None else None
+    refs = _references(paths, reference) if reference is not None else [None] * len(paths)
+    spec = noise or state["config"]["noise"]
+    parse_noise(spec)  # a bad spec fails before any work
+    shapes = _check_all(paths)
+    if reference is not None:
+        for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
+            if shape != ref_shape:
+                raise InputError(f"reference shape {ref_shape} differs from the measurement's {shape} ({p})",
+                                 path=ref, fix="pass references of the same size as the measurements")
+    rec = _reconstructor(state, device, tile_size, None)
+    seed = int(state["config"].get("seed", 0))
     files = []
-    with ExitStack() as stack:
-        images = _open_checked(paths, stack)
-        ref_images = _open_checked(refs, stack) if refs else None
-        if ref_images:
-            for img, ref in zip(images, ref_images):
-                if (img.n_frames, img.shape) != (ref.n_frames, ref.shape):
-                    raise InputError(f"reference shape {ref.n_frames}x{ref.shape} differs from the measurement's "
-                                     f"{img.n_frames}x{img.shape} ({img.path})", path=ref.path,
-                                     fix="pass references of the same size as the measurements")
-        rec = _reconstructor(state, device, tile_size, None)
-        seed = int(state["config"].get("seed", 0))
-        pooled, per_file = noise_models(noise or state["config"]["noise"], images)
-        for k, img in enumerate(images):
-            s = file_seed(seed, img.path.name)
-            nm = per_file[k]
-            rows = []
-            for i in range(img.n_frames):
-                y = img.frame(i)
-                mse = rec.risk(y, nm, seed=s + i)
-                r = data_range or default_data_range(img.dtype, y)
-                row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(max(mse, 1e-30), r)}
-                if ref_images:
-                    x = np.asarray(ref_images[k].frame(i), np.float64)
-                    xhat = rec.predict(y, nm, seed=s + i)
-                    rr = data_range or default_data_range(ref_images[k].dtype, x)
-                    row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
-                rows.append(row)
-            entry = {"path": str(img.path), "noise": nm.to_dict(), **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}}
-            if refs:
-                entry["reference"] = str(refs[k])
-            files.append(entry)
+    for path, ref_path in zip(paths, refs):
+        with ExitStack() as stack:
+            img = stack.enter_context(open_image(path))
+            ref = stack.enter_context(open_image(ref_path)) if ref_path else None
+            files.append(_validate_file(rec, img, ref, noise_models(spec, [img])[1][0], seed, data_range))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise")]
-    return {"run": str(run), "noise": pooled.to_dict(), **{k: float(np.mean([f[k] for f in files])) for k in keys},
+    return {"run": str(run), "noise_spec": spec, **{k: float(np.mean([f[k] for f in files])) for k in keys},
             "files": files}
+
+
+def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel, seed: int,
+                   data_range: float | None) -> dict:
+    s = file_seed(seed, img.path.name)
+    rows = []
+    for i in range(img.n_frames):
+        y = img.frame(i)
+        mse = rec.risk(y, nm, seed=s + i)
+        r = data_range or default_data_range(img.dtype, y)
+        row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(max(mse, 1e-30), r)}
+        if ref is not None:
+            x = np.asarray(ref.frame(i), np.float64)
+            xhat = rec.predict(y, nm, seed=s + i)
+            rr = data_range or default_data_range(ref.dtype, x)
+            row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
+        rows.append(row)
+    entry = {"path": str(img.path), "noise": nm.to_dict(), **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
+    if ref is not None:
+        entry["reference"] = str(ref.path)
+    return entry
 
 
 def _references(paths: list[Path], reference: str | Path) -> list[Path]:

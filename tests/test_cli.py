@@ -189,3 +189,19 @@ def test_existing_run_folder_needs_resume_or_overwrite(trained, tiny_data, capsy
     code, _, err = run(["fit", data, "-o", run_dir, *TINY], capsys)
     _assert_user_error(code, err, "--resume")
     assert (run_dir / "model.pt").read_bytes() == before
+
+
+def test_bad_noise_override_on_reconstruct_writes_nothing(trained, tiny_data, tmp_path, capsys):
+    run_dir, _ = trained
+    data, _ = tiny_data
+    code, _, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "out", "--noise", "pg:gain=1"], capsys)
+    _assert_user_error(code, err, "sigma")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reference_of_another_size(trained, tiny_data, capsys):
+    run_dir, _ = trained
+    data, ref = tiny_data
+    tifffile.imwrite(ref / "cells.tif", np.zeros((40, 48), np.uint16))
+    code, _, err = run(["validate", run_dir, data, "--reference", ref, "--device", "cpu"], capsys)
+    _assert_user_error(code, err, "cells.tif")
