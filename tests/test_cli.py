@@ -205,3 +205,19 @@ def test_reference_of_another_size(trained, tiny_data, capsys):
     tifffile.imwrite(ref / "cells.tif", np.zeros((40, 48), np.uint16))
     code, _, err = run(["validate", run_dir, data, "--reference", ref, "--device", "cpu"], capsys)
     _assert_user_error(code, err, "cells.tif")
+
+
+def test_real_epu_micrograph_through_the_cli(tmp_path, capsys):
+    from .conftest import EPU
+
+    code, _, err = run(["fit", EPU, "-o", tmp_path / "run", *TINY], capsys)
+    assert code == 0, err
+    code, _, err = run(["reconstruct", tmp_path / "run", EPU, "-o", tmp_path / "out", "--device", "cpu"], capsys)
+    assert code == 0, err
+    with mrcfile.open(EPU, permissive=True) as src, mrcfile.open(tmp_path / "out" / EPU.name) as out:
+        assert out.data.dtype == np.float32 and out.data.shape == src.data.shape
+        assert np.isclose(out.voxel_size.x, 0.667, atol=1e-3)
+        assert out.header.exttyp.item() == b"FEI2"
+        assert out.extended_header.tobytes() == src.extended_header.tobytes()
+        assert tuple(out.header.origin.item()) == tuple(src.header.origin.item())
+        assert np.isfinite(out.data).all() and abs(float(out.data.mean()) - float(src.data.mean())) < 0.05 * float(src.data.mean())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -88,9 +88,3 @@ def find_inputs(inputs: Iterable[str], glob: str | None = None, stdin: Iterable[
                              + (f", or change --glob '{glob}'" if glob else ""))
     return unique
 
-
-def iter_frames(paths: Iterable[Path]) -> Iterator[tuple[Path, int, np.ndarray]]:
-    for p in paths:
-        with open_image(p) as img:
-            for i in range(img.n_frames):
-                yield p, i, img.frame(i)

@@ -109,7 +109,8 @@ def check_output(dest: Path, *, overwrite: bool, inputs: tuple[Path, ...] = ()) 
     """Raise `OutputError` if writing `dest` would overwrite an input, or an existing file without `overwrite`."""
     dest = Path(dest)
     for src in inputs:
-        if dest.exists() and Path(src).exists() and os.path.samefile(dest, src) or dest.resolve() == Path(src).resolve():
+        same = dest.resolve() == Path(src).resolve() or (dest.exists() and os.path.samefile(dest, src))
+        if same:
             raise OutputError("output would overwrite an input file", path=dest, fix="choose another output folder with -o")
     if dest.exists() and not overwrite:
         raise OutputError("output exists", path=dest, fix="pass --overwrite to replace it, or choose another -o")
