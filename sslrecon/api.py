@@ -106,7 +106,9 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         return Denoising(stack_noise([per_file_n[s] for s in sources], device))
 
     loss = build_loss(cfg.loss, **cfg.loss_options)
-    model = UNet(UNetConfig(width=cfg.width, depth=cfg.depth))
+    with torch.random.fork_rng(devices=[]):  # initial weights from the run seed, global stream untouched
+        torch.manual_seed(cfg.seed)
+        model = UNet(UNetConfig(width=cfg.width, depth=cfg.depth))
     if init is not None:
         model.load_state_dict(init["model"])
     if resume is not None:

@@ -221,3 +221,13 @@ def test_real_epu_micrograph_through_the_cli(tmp_path, capsys):
         assert out.extended_header.tobytes() == src.extended_header.tobytes()
         assert tuple(out.header.origin.item()) == tuple(src.header.origin.item())
         assert np.isfinite(out.data).all() and abs(float(out.data.mean()) - float(src.data.mean())) < 0.05 * float(src.data.mean())
+
+
+def test_same_seed_reproduces_the_run(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    lines = []
+    for name in ("a", "b"):
+        code, _, err = run(["fit", data, "-o", tmp_path / name, "--loss", "r2r", *TINY], capsys)
+        assert code == 0, err
+        lines.append([json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    assert [(r["loss"], r["val_mse"]) for r in lines[0]] == [(r["loss"], r["val_mse"]) for r in lines[1]]
