@@ -220,7 +220,9 @@ def test_real_epu_micrograph_through_the_cli(tmp_path, capsys):
         assert out.header.exttyp.item() == b"FEI2"
         assert out.extended_header.tobytes() == src.extended_header.tobytes()
         assert tuple(out.header.origin.item()) == tuple(src.header.origin.item())
-        assert np.isfinite(out.data).all() and abs(float(out.data.mean()) - float(src.data.mean())) < 0.05 * float(src.data.mean())
+        assert np.isfinite(out.data).all()
+        # a 4-step network is far from trained, but its residual output still follows the micrograph
+        assert np.corrcoef(out.data[::8, ::8].ravel(), src.data[::8, ::8].ravel())[0, 1] > 0.3
 
 
 def test_same_seed_reproduces_the_run(tiny_data, tmp_path, capsys):
