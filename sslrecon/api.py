@@ -74,6 +74,11 @@ def _check_all(paths: list[Path]) -> list[tuple[int, tuple[int, int]]]:
     return shapes
 
 
+def _normalization(images: list[ImageFile]) -> Normalization:
+    return Normalization.from_frames((f for img in images for f in img.frames()),
+                                     count=sum(img.n_frames for img in images))
+
+
 def _sample_frames(images: list[ImageFile], limit: int = 16) -> list[np.ndarray]:
     frames = [(img, i) for img in images for i in range(img.n_frames)]
     pick = np.linspace(0, len(frames) - 1, num=min(limit, len(frames))).round().astype(int)
@@ -162,7 +167,7 @@ def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig
         if state is not None:
             norm = Normalization(**state["normalization"])
         else:
-            norm = Normalization.from_frames(f for img in images for f in img.frames())
+            norm = _normalization(images)
         return _train_run(config, images, paths, out, norm=norm, device=device, init=None, resume=state,
                           progress=progress)
 
@@ -181,7 +186,7 @@ def finetune(run: str | Path, inputs: Iterable[str], out: str | Path, *, steps: 
     paths = find_inputs(list(inputs), cfg.glob, stdin)
     with ExitStack() as stack:
         images = _open_checked(paths, stack)
-        norm = Normalization.from_frames(f for img in images for f in img.frames())
+        norm = _normalization(images)
         result = _train_run(cfg, images, paths, out, norm=norm, device=resolve_device(device), init=state,
                             resume=None, progress=progress)
     result["finetuned_from"] = str(run)

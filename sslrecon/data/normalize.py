@@ -24,10 +24,10 @@ class Normalization:
         return asdict(self)
 
     @classmethod
-    def from_frames(cls, frames: Iterable[np.ndarray], max_samples: int = 2_000_000) -> "Normalization":
-        """Mean and standard deviation over a strided subsample of every frame (constant memory)."""
-        frames = list(frames)
-        per = max(1, max_samples // max(1, len(frames)))
+    def from_frames(cls, frames: Iterable[np.ndarray], count: int, max_samples: int = 2_000_000) -> "Normalization":
+        """Mean and standard deviation over a strided subsample of each of the `count` frames, read one
+        at a time (memory bounded by `max_samples`, however many or large the frames)."""
+        per = max(1, max_samples // max(1, count))
         samples = []
         for f in frames:
             step = max(1, int(np.sqrt(f.size / per)))
