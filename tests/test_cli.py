@@ -233,3 +233,10 @@ def test_same_seed_reproduces_the_run(tiny_data, tmp_path, capsys):
         assert code == 0, err
         lines.append([json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
     assert [(r["loss"], r["val_mse"]) for r in lines[0]] == [(r["loss"], r["val_mse"]) for r in lines[1]]
+
+
+def test_unavailable_cuda_device_is_a_user_error(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, _, err = run(["fit", data, "-o", tmp_path / "run", *TINY[:-2], "--device", "cuda:99"], capsys)
+    _assert_user_error(code, err, "--device")
+    assert not (tmp_path / "run").exists()
