@@ -44,7 +44,7 @@ def _emit(doc, as_json: bool, lines: list[str]) -> None:
 @app.command()
 def fit(inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="Run folder to create.")],
         loss: LossOpt = "sure", noise: NoiseOpt = "auto",
-        steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
+        steps: Annotated[int, typer.Option(help="Training steps (with --resume: the new total).")] = 2000,
         batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 8,
         patch_size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 64,
         val_fraction: Annotated[float, typer.Option(help="Fraction of the measurements held out for validation.")] = 0.1,
