@@ -85,15 +85,17 @@ def _sample_frames(images: list[ImageFile], limit: int = 16) -> list[np.ndarray]
     return [frames[j][0].frame(frames[j][1]) for j in sorted(set(pick.tolist()))]
 
 
-def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel]]:
-    """The noise model of the whole set (reported) and of each file (used), in data units.
+def file_noise(given: NoiseModel | None, img: ImageFile) -> NoiseModel:
+    """The noise model of one file, in data units: the one given (a parsed `--noise`), or for `auto`
+    (None) the file's own estimate, since gain and read noise differ between sessions and detectors."""
+    return given if given is not None else estimate_noise(_sample_frames([img]))
 
-    A given spec applies to every file; `auto` estimates each file's model from its own frames, since
-    gain and read noise differ between sessions and detectors."""
-    model = parse_noise(spec)
-    if model is not None:
-        return model, [model] * len(images)
-    return estimate_noise(_sample_frames(images)), [estimate_noise(_sample_frames([img])) for img in images]
+
+def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel]]:
+    """The noise model of the whole set (reported) and of each file (used), in data units."""
+    given = parse_noise(spec)
+    pooled = given if given is not None else estimate_noise(_sample_frames(images))
+    return pooled, [file_noise(given, img) for img in images]
 
 
 def _check_run_dir(out: Path, overwrite: bool) -> None:
@@ -219,8 +221,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     paths = find_inputs(list(inputs), glob, stdin)
     outdir = Path(outdir)
     dests = _outputs(paths, outdir, overwrite)
-    spec = noise or state["config"]["noise"]
-    parse_noise(spec)  # a bad spec fails before anything is written
+    given = parse_noise(noise or state["config"]["noise"])  # a bad spec fails before anything is written
     _check_all(paths)
     rec = _reconstructor(state, device, tile_size, test_samples)
     seed = int(state["config"].get("seed", 0))
@@ -229,7 +230,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
         with open_image(path) as img:
             t0 = time.perf_counter()
             s = file_seed(seed, img.path.name)
-            nm = noise_models(spec, [img])[1][0]
+            nm = file_noise(given, img)
             frames = (rec.predict(img.frame(i), nm, seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
@@ -256,7 +257,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     paths = find_inputs(list(inputs), glob, stdin)
     refs = _references(paths, reference) if reference is not None else [None] * len(paths)
     spec = noise or state["config"]["noise"]
-    parse_noise(spec)  # a bad spec fails before any work
+    given = parse_noise(spec)  # a bad spec fails before any work
     shapes = _check_all(paths)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
@@ -270,7 +271,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
         with ExitStack() as stack:
             img = stack.enter_context(open_image(path))
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
-            files.append(_validate_file(rec, img, ref, noise_models(spec, [img])[1][0], seed, data_range))
+            files.append(_validate_file(rec, img, ref, file_noise(given, img), seed, data_range))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise")]
     return {"run": str(run), "noise_spec": spec, **{k: float(np.mean([f[k] for f in files])) for k in keys},
             "files": files}
@@ -282,12 +283,11 @@ def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm
     rows = []
     for i in range(img.n_frames):
         y = img.frame(i)
-        mse = rec.risk(y, nm, seed=s + i)
+        mse, xhat = rec.risk(y, nm, seed=s + i)
         r = data_range or default_data_range(img.dtype, y)
         row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(max(mse, 1e-30), r)}
         if ref is not None:
             x = np.asarray(ref.frame(i), np.float64)
-            xhat = rec.predict(y, nm, seed=s + i)
             rr = data_range or default_data_range(ref.dtype, x)
             row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
         rows.append(row)

@@ -74,15 +74,17 @@ class Reconstructor:
         y = self.norm(np.asarray(frame, dtype=np.float32))
         return self.norm.denormalize(self._apply(y, self._physics(noise), seed, autocast=True))
 
-    def risk(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> float:
-        """Self-supervised estimate of the MSE of `predict(frame)` against the clean frame, in data units^2."""
+    def risk(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> tuple[float, np.ndarray]:
+        """Self-supervised estimate of the MSE of the test-time reconstruction of `frame` against the clean
+        frame (data units^2), and that reconstruction (float32, data units), computed once for both."""
         y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
-
         physics = self._physics(noise)
 
-        def f(v):
+        def apply(v):
             return torch.from_numpy(self._apply(v[0, 0].numpy(), physics, seed, autocast=False))[None, None]
 
+        fy = apply(y)
         g = torch.Generator().manual_seed(seed + 1)
-        mse = sure_mse(f, y, physics.noise, generator=g, divergence=not self.loss.j_invariant)
-        return float(mse[0]) * self.norm.scale**2
+        mse = sure_mse(lambda v: fy if v is y else apply(v), y, physics.noise, generator=g,
+                       divergence=not self.loss.j_invariant)
+        return float(mse[0]) * self.norm.scale**2, self.norm.denormalize(fy[0, 0].numpy())

@@ -45,9 +45,6 @@ class NoiseModel:
         expectation matches the variance and which vanishes where no photon was counted. (A local
         mean in its place lets a network earn divergence credit at zero-count pixels that carry no
         noise: on low-count data the risk estimate then runs to minus infinity.)"""
-        return self.variance_map(y) if not self.signal_dependent else self._affine_variance(y)
-
-    def _affine_variance(self, y: torch.Tensor) -> torch.Tensor:
         pg = self.as_pg()
         return pg.gain * (y - pg.offset) + pg.sigma**2
 
