@@ -25,10 +25,12 @@ from .engine.metrics import psnr, psnr_from_mse, ssim
 from .engine.train import train
 from .errors import ConfigError, InputError
 from .io import ImageFile, check_output, find_inputs, open_image, write_like
+from .io.base import atomic_output
 from .losses import LOSSES, build_loss
 from .models import UNet, UNetConfig
-from .noise import estimate_noise, parse_noise
-from .noise.models import NoiseModel, stack as stack_noise
+from .noise import AutoNoise, analyze_noise, estimate_noise, parse_noise
+from .noise.models import NoiseModel
+from .noise.models import stack as stack_noise
 from .physics import Denoising
 
 VAL_PATCHES = 32
@@ -85,17 +87,71 @@ def _sample_frames(images: list[ImageFile], limit: int = 16) -> list[np.ndarray]
     return [frames[j][0].frame(frames[j][1]) for j in sorted(set(pick.tolist()))]
 
 
-def file_noise(given: NoiseModel | None, img: ImageFile) -> NoiseModel:
+def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel:
     """The noise model of one file, in data units: the one given (a parsed `--noise`), or for `auto`
-    (None) the file's own estimate, since gain and read noise differ between sessions and detectors."""
-    return given if given is not None else estimate_noise(_sample_frames([img]))
+    the file's own estimate, since gain and read noise differ between sessions and detectors."""
+    if isinstance(given, AutoNoise):
+        return estimate_noise(_sample_frames([img]), offset=given.offset)
+    return given
 
 
 def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel]]:
     """The noise model of the whole set (reported) and of each file (used), in data units."""
     given = parse_noise(spec)
-    pooled = given if given is not None else estimate_noise(_sample_frames(images))
+    if isinstance(given, AutoNoise):
+        pooled = estimate_noise(_sample_frames(images), offset=given.offset)
+    else:
+        pooled = given
     return pooled, [file_noise(given, img) for img in images]
+
+
+def _recorded_noise(state: dict, override: str | None):
+    """The noise model for each file at reconstruction: `--noise` when given (`auto` re-estimates per
+    file), else the model the run recorded: the file's own when it was trained on, else the run's."""
+    if override is not None:
+        given = parse_noise(override)
+        return lambda img: file_noise(given, img)
+    from .noise.models import from_dict
+
+    per_file = {Path(p).resolve(): from_dict(m) for p, m in state.get("noise_per_file", {}).items()}
+    pooled = from_dict(state["noise"])
+    return lambda img: per_file.get(Path(img.path).resolve(), pooled)
+
+
+def auto_loss(noise: NoiseModel) -> str:
+    """The loss `--loss auto` picks for a noise model: SURE for white Gaussian and (Poisson-)Gaussian
+    noise (its divergence weighted by the pixel's own variance), SURE with the covariance for
+    correlated Gaussian noise, Noise2Self for noise no risk estimator here models (gamma)."""
+    return next((name for name in ("sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
+
+
+def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | None = None, plot: str | Path | None = None,
+          overwrite: bool = False, stdin: Iterable[str] | None = None) -> dict:
+    """Estimate the noise of `inputs` with its evidence: the pooled model (all files together, from
+    up to 16 frames spread over them) and each file's own (the model `--noise auto` uses for it).
+    `plot`: a PNG of the mean-variance fit and the noise autocorrelation."""
+    paths = find_inputs(list(inputs), glob, stdin)
+    if plot is not None:
+        check_output(Path(plot), overwrite=overwrite, inputs=tuple(paths))
+    shapes = _check_all(paths)
+    slots = [(i, j) for i, (n, _) in enumerate(shapes) for j in range(n)]
+    pick = set(np.linspace(0, len(slots) - 1, num=min(16, len(slots))).round().astype(int).tolist())
+    pooled_slots = {slots[k] for k in pick}
+    files, samples = [], []
+    for i, p in enumerate(paths):
+        with open_image(p) as img:
+            files.append({"path": str(p), **analyze_noise(_sample_frames([img]), offset=offset).to_dict()})
+            samples.extend(np.array(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
+    pooled = analyze_noise(samples, offset=offset)
+    doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model),
+           "files": files}
+    if plot is not None:
+        from .noise.plot import plot_report
+
+        with atomic_output(Path(plot), overwrite=overwrite, inputs=tuple(paths)) as tmp:
+            plot_report(pooled, tmp, title=f"{len(paths)} file(s): {pooled.model.spec()}")
+        doc["plot"] = str(plot)
+    return doc
 
 
 def _check_run_dir(out: Path, overwrite: bool) -> None:
@@ -107,6 +163,12 @@ def _check_run_dir(out: Path, overwrite: bool) -> None:
 def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: Path, *, norm: Normalization,
                device: torch.device, init: dict | None, resume: dict | None, progress: bool) -> dict:
     noise, per_file = noise_models(cfg.noise, images)
+    if cfg.loss == "auto":
+        cfg = replace(cfg, loss=auto_loss(noise))
+    for p, m in zip(paths, per_file):
+        if not LOSSES[cfg.loss].supports(m):
+            raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
+                              fix=f"use --loss {auto_loss(m)} or --loss auto")
     per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
 
     def physics_for(sources: list[int]) -> Denoising:
@@ -160,8 +222,8 @@ def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig
         if overwrite and out.exists():
             for name in ("model.pt", "last.pt", "metrics.jsonl", "config.json"):
                 (out / name).unlink(missing_ok=True)
-    if config.loss not in LOSSES:
-        raise ConfigError(f"unknown loss '{config.loss}'", fix=f"choose --loss from: {', '.join(LOSSES)}")
+    if config.loss not in LOSSES and config.loss != "auto":
+        raise ConfigError(f"unknown loss '{config.loss}'", fix=f"choose --loss from: auto, {', '.join(LOSSES)}")
     device = resolve_device(config.device)
     paths = find_inputs(list(inputs), config.glob, stdin)
     with ExitStack() as stack:
@@ -221,7 +283,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     paths = find_inputs(list(inputs), glob, stdin)
     outdir = Path(outdir)
     dests = _outputs(paths, outdir, overwrite)
-    given = parse_noise(noise or state["config"]["noise"])  # a bad spec fails before anything is written
+    noise_for = _recorded_noise(state, noise)  # a bad spec fails before anything is written
     _check_all(paths)
     rec = _reconstructor(state, device, tile_size, test_samples)
     seed = int(state["config"].get("seed", 0))
@@ -230,7 +292,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
         with open_image(path) as img:
             t0 = time.perf_counter()
             s = file_seed(seed, img.path.name)
-            nm = file_noise(given, img)
+            nm = noise_for(img)
             frames = (rec.predict(img.frame(i), nm, seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
@@ -256,8 +318,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
     refs = _references(paths, reference) if reference is not None else [None] * len(paths)
-    spec = noise or state["config"]["noise"]
-    given = parse_noise(spec)  # a bad spec fails before any work
+    noise_for = _recorded_noise(state, noise)  # a bad spec fails before any work
     shapes = _check_all(paths)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
@@ -271,9 +332,9 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
         with ExitStack() as stack:
             img = stack.enter_context(open_image(path))
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
-            files.append(_validate_file(rec, img, ref, file_noise(given, img), seed, data_range))
+            files.append(_validate_file(rec, img, ref, noise_for(img), seed, data_range))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise")]
-    return {"run": str(run), "noise_spec": spec, **{k: float(np.mean([f[k] for f in files])) for k in keys},
+    return {"run": str(run), "noise_spec": noise or "recorded", **{k: float(np.mean([f[k] for f in files])) for k in keys},
             "files": files}
 
 

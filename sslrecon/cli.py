@@ -1,4 +1,4 @@
-"""The `sslrecon` command: four thin verbs over `sslrecon.api`.
+"""The `sslrecon` command: thin verbs over `sslrecon.api`.
 
 Results go to stdout (paths, or one JSON document with --json); progress and errors go to stderr.
 A user mistake prints one line naming the file and the fix and exits with status 2.
@@ -27,10 +27,10 @@ GlobOpt = Annotated[Optional[str], typer.Option("--glob", help="Only files whose
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw; the same seed reproduces a run on one device.")]
-NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], or auto.")]
+NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], corr:sigma=V,size=N|kernel=FILE, or auto[:offset=V] (estimated per file).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 TileOpt = Annotated[Optional[int], typer.Option("--tile-size", help="Tile side for inference (default: chosen from available memory).")]
-LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}.")]
+LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}, or auto (chosen for the noise model).")]
 
 
 def _emit(doc, as_json: bool, lines: list[str]) -> None:
@@ -71,7 +71,7 @@ def reconstruct(run: RunArg, inputs: Inputs,
                 outdir: Annotated[Path, typer.Option("-o", "--out", help="Output folder (same names and formats as the inputs).")],
                 tile_size: TileOpt = None,
                 dtype: Annotated[str, typer.Option(help=f"Output dtype: {', '.join(OUTPUT_DTYPES)} (auto: integer inputs become float32, float stays).")] = "auto",
-                noise: Annotated[Optional[str], typer.Option("--noise", help="Override the run's noise model (same forms as fit).")] = None,
+                noise: Annotated[Optional[str], typer.Option("--noise", help="Override the noise model the run recorded (same forms as fit; auto re-estimates it per file).")] = None,
                 test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r).")] = None,
                 device: DeviceOpt = "auto", glob: GlobOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
     """Apply a trained run to images, one file at a time (tiled), keeping format and metadata.
@@ -95,7 +95,7 @@ def reconstruct(run: RunArg, inputs: Inputs,
 def validate(run: RunArg, inputs: Inputs,
              reference: Annotated[Optional[Path], typer.Option(help="Folder of clean references with the same file names.")] = None,
              data_range: Annotated[Optional[float], typer.Option(help="PSNR data range (default: dtype range for integers, max-min for floats).")] = None,
-             noise: Annotated[Optional[str], typer.Option("--noise", help="Override the run's noise model.")] = None,
+             noise: Annotated[Optional[str], typer.Option("--noise", help="Override the noise model the run recorded (auto re-estimates it per file).")] = None,
              tile_size: TileOpt = None, device: DeviceOpt = "auto", glob: GlobOpt = None, json_out: JsonOpt = False):
     """Estimate reconstruction quality on held-out measurements without ground truth.
 
@@ -126,6 +126,37 @@ def finetune(run: RunArg, inputs: Inputs, out: Annotated[Path, typer.Option("-o"
     _emit(doc, json_out, [str(Path(doc["run"]) / "model.pt")])
 
 
+@app.command()
+def noise(inputs: Inputs,
+          plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of the mean-variance fit and the noise autocorrelation.")] = None,
+          offset: Annotated[Optional[float], typer.Option("--offset", help="Known dark level (offset) in data units; separates it from read noise.")] = None,
+          glob: GlobOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
+    """Estimate the noise model of measurements, with the evidence for it.
+
+    Example: sslrecon noise ./micrographs --plot noise.png
+    """
+    doc = api.noise(inputs, offset=offset, glob=glob, plot=plot, overwrite=overwrite,
+                    stdin=sys.stdin if "-" in inputs else None)
+    lines = [f"model\t{doc['spec']}", f"kind\t{doc['kind']}"]
+    if "gain" in doc:
+        lines.append(f"parameters\tgain {doc['gain']:.6g}\tsigma {doc['sigma']:.6g}\toffset {doc['offset']:.6g}")
+    if doc["heldout_variance_error"] is not None:
+        lines.append(f"held_out\tr2 {doc['r2_heldout']:.3f}\tvariance error {100 * doc['heldout_variance_error']:.1f} %")
+    corr = doc["correlation"]
+    lines.append(f"correlation\th {corr['lag_h']:.3f}\tv {corr['lag_v']:.3f}")
+    clip = doc["clipping"]
+    lines.append("clipping\t" + (", ".join(f"{side} {clip[side]:g} ({100 * clip['fraction_' + side]:.2g} %)"
+                                           for side in ("low", "high") if clip[side] is not None) or "none"))
+    lines.append(f"loss_auto\t{doc['loss_auto']}")
+    lines += [f"note\t{n}" for n in doc["notes"]]
+    if len(doc["files"]) > 1:
+        lines += [f"{f['path']}\t{f['spec']}" + (f"\tr2 {f['r2_heldout']:.3f}" if f["r2_heldout"] is not None else "")
+                  for f in doc["files"]]
+    if plot is not None:
+        lines.append(f"plot\t{plot}")
+    _emit(doc, json_out, lines)
+
+
 def version_callback(value: bool):
     if value:
         typer.echo(f"sslrecon {__version__}")
@@ -154,10 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("sslrecon: interrupted\n")
         return 130
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # click usage errors (typer may vendor click) carry their own exit code and message
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show(file=sys.stderr)
             return e.exit_code
         raise

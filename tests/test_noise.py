@@ -3,15 +3,15 @@ import pytest
 import torch
 
 from sslrecon.errors import NoiseSpecError
-from sslrecon.noise import Gaussian, Poisson, PoissonGaussian, parse_noise
-from sslrecon.noise.estimate import estimate_auto, estimate_gaussian, fit_mean_variance
+from sslrecon.noise import AutoNoise, Gaussian, Poisson, PoissonGaussian, parse_noise
+from sslrecon.noise.estimate import estimate_auto, estimate_gaussian
 from sslrecon.noise.models import from_dict
 
-from .conftest import FMD, needs_shared, smooth_image
+from .conftest import smooth_image
 
 
 def test_parse_valid_specs():
-    assert parse_noise("auto") is None
+    assert parse_noise("auto") == AutoNoise(None) and parse_noise("auto:offset=100") == AutoNoise(100.0)
     assert parse_noise("gaussian:sigma=3.5") == Gaussian(3.5)
     assert parse_noise("poisson:gain=2") == Poisson(2.0, 0.0)
     assert parse_noise("poisson:gain=2,offset=-10") == Poisson(2.0, -10.0)
@@ -74,14 +74,3 @@ def test_auto_picks_gaussian_for_signal_independent_noise():
     rng = np.random.default_rng(2)
     x = smooth_image(rng, 256, 256, level=500, amp=200)
     assert isinstance(estimate_auto([x + rng.normal(0, 10, x.shape)]), Gaussian)
-
-
-@needs_shared
-def test_fmd_noise_is_signal_dependent():
-    import tifffile
-
-    frames = [tifffile.imread(p) for p in sorted((FMD / "noisy_raw").glob("*.tif"))]
-    m = estimate_auto(frames)
-    assert m.signal_dependent
-    fit = fit_mean_variance(frames)
-    assert fit["r2"] > 0.8

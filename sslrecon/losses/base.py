@@ -35,6 +35,12 @@ class Loss(nn.Module):
     needs_noise: ClassVar[bool] = True
     #: True when `predict`'s output at a pixel never reads that pixel (its risk needs no divergence).
     j_invariant: ClassVar[bool] = False
+    #: Noise models (by name) the loss is correct for; None: any.
+    models: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def supports(cls, noise: NoiseModel) -> bool:
+        return cls.models is None or noise.name in cls.models
 
     @staticmethod
     def noise_of(physics) -> NoiseModel:
@@ -84,16 +90,16 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
 
     `SURE = |f(y) - y|^2 - sum var_i + 2 sum var_i d f_i / d y_i`, with the divergence estimated by one
     Rademacher probe `b`: `b . (f(y + eps b) - f(y)) / eps`. For a signal-dependent model `var_i` is the
-    model's `stein_weight`, its variance at the pixel's own value (first-order PURE / PG-SURE).
+    model's `stein_weight`, its variance at the pixel's own value (first-order PURE / PG-SURE); for
+    correlated noise the probe is multiplied by the covariance (`cov_apply`): `(S b) . J b`.
     """
     with torch.no_grad():
         fy = f(y)
-        var = noise.stein_weight(y)
         dims = tuple(range(1, y.ndim))
-        mse = ((fy - y) ** 2).mean(dims) - var.mean(dims)
+        mse = ((fy - y) ** 2).mean(dims) - noise.stein_weight(y).mean(dims)
         if divergence:
             b = rademacher(y.shape, y, generator)
             eps = probe_scale(noise, y, tau)
-            div = (b * var * (f(y + eps * b) - fy)).mean(dims) / eps
+            div = (noise.cov_apply(y, b) * (f(y + eps * b) - fy)).mean(dims) / eps
             mse = mse + 2 * div
     return mse

@@ -3,7 +3,8 @@
 Model: `y = x + n`, `n ~ N(0, sigma^2)`. With `z ~ N(0, sigma^2)` drawn afresh, the pair
 `y1 = y + alpha z`, `y2 = y - z / alpha` has independent noises, so `E|f(y1) - y2|^2` equals
 `E|f(y1) - x|^2` plus a constant: a Noise2Noise pair from one measurement. Given a signal-dependent
-model, the per-pixel standard deviation at the measurement is used.
+model, the per-pixel standard deviation at the measurement is used; for correlated Gaussian noise
+`z` is drawn with the same covariance (`noise_like`), which keeps the two noises independent.
 
 Cost per step: one network pass. Test-time rule: the average of `f(y + alpha z_k)` over
 `test_samples` draws (the network was trained on inputs with that extra noise).
@@ -18,6 +19,7 @@ from .base import Loss, LossOutput
 
 class R2RGaussian(Loss):
     name = "r2r"
+    models = ("gaussian", "poisson", "pg", "corr")
 
     def __init__(self, alpha: float = 0.5, test_samples: int = 5):
         super().__init__()
@@ -27,8 +29,7 @@ class R2RGaussian(Loss):
         return {"alpha": self.alpha, "test_samples": self.test_samples}
 
     def _z(self, y, physics, generator):
-        std = self.noise_of(physics).variance_map(y).sqrt()
-        return std * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        return self.noise_of(physics).noise_like(y, generator)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         z = self._z(y, physics, generator)

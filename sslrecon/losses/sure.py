@@ -7,7 +7,9 @@ Rademacher probe `b` and a finite difference of step `tau * sigma` (Ramani, Blu 
 the probe follows the noise level in any units. Given a (Poisson-)Gaussian model, the variance
 `gain * (y_i - offset) + sigma^2` at each pixel's own value weights the divergence: the
 first-order Poisson-Gaussian SURE (Le Montagner et al. 2014), exact in expectation for the
-constant term and free of credit at zero-count pixels.
+constant term and free of credit at zero-count pixels. For stationary correlated Gaussian noise of
+covariance `S` the divergence becomes `tr(S J)`, estimated as `(S b) . J b` (generalised SURE).
+Not for Gamma noise (use n2s).
 
 Cost per step: two network passes (and their backward). Both run in float32 even under autocast,
 because a finite difference at `tau * sigma` is below half-precision resolution.
@@ -23,6 +25,7 @@ from .base import Loss, LossOutput, probe_scale, rademacher
 
 class SureGaussian(Loss):
     name = "sure"
+    models = ("gaussian", "poisson", "pg", "corr")
 
     def __init__(self, tau: float = 0.01):
         super().__init__()
@@ -34,11 +37,10 @@ class SureGaussian(Loss):
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         with torch.autocast(device_type=y.device.type, enabled=False):
             noise = self.noise_of(physics)
-            var = noise.stein_weight(y)
             eps = probe_scale(noise, y, self.tau)
             b = rademacher(y.shape, y, generator)
             fy = model(y)
             fit = ((fy - y) ** 2).mean()
-            div = (b * var * (model(y + eps * b) - fy)).mean() / eps
-            value = fit - var.mean() + 2 * div
+            div = (noise.cov_apply(y, b) * (model(y + eps * b) - fy)).mean() / eps
+            value = fit - noise.stein_weight(y).mean() + 2 * div
         return LossOutput(value, {"fit": fit.item(), "div": div.item()})

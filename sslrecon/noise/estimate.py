@@ -1,120 +1,628 @@
-"""Estimating noise from the measurements alone.
+"""Estimating noise from the measurements alone, with the evidence for the model chosen.
 
-`gaussian_sigma(frame)`: the finest-scale diagonal Haar wavelet coefficients of an image are almost
-pure noise (each has the noise variance for white noise), and their median absolute deviation
-ignores the few large coefficients that edges produce (Donoho & Johnstone 1994).
+Three estimators, all in the data's own units and equivariant under an affine change of units:
+
+- `gaussian_sigma(frame)`: white Gaussian sigma of one image by principal components of its
+  weakly textured patches (Liu, Tanaka & Okutomi 2013; Chen, Zhu & Heng 2015). Patches whose
+  gradient energy is below what noise alone reaches 90 % of the time are kept (iterating with the
+  current sigma); the noise variance is the mean of the trailing patch-covariance eigenvalues, taken
+  from where their mean first falls to their median (Chen's test). Keeping only low-gradient
+  patches shrinks the noise too; the factor by which it does is measured once on simulated white
+  noise and divided out, so pure noise gives an unbiased estimate.
+- `mean_variance(frames)`: a local mean-variance fit `Var = slope * mean + intercept` in the spirit
+  of Foi et al. (2008). On the finest Haar level the diagonal coefficients HH carry the noise (the
+  expectation of HH^2 is the local noise variance for independent noise), the horizontal and
+  vertical details LH/HL say how textured a place is, and the 8x8 local mean says how bright. For
+  white Gaussian noise the four Haar sub-bands are independent, so choosing the smoothest places by
+  LH/HL does not bias HH. Places are binned by brightness, the smoothest 10 % of each bin kept, and a
+  line fitted to the bins by weighted least squares. Clipped data (8-bit frames saturating at 0 or
+  255) is detected and only bins at least two noise standard deviations from the clipping levels
+  are fitted (two standard deviations: a clipped share under 2.3 %). The fit is made on half of the image area (a checkerboard of blocks) and scored (R^2)
+  on the other half.
+- `correlation(frames, fit)`: the noise autocorrelation at lags up to 2 from flat 8x8 blocks, each
+  normalised by its predicted noise level. Correlated noise makes HH under-read the marginal
+  variance by the factor `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, which the fit divides out.
+
+`analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
+Offset and read noise are not separately identifiable from a mean-variance relation (both move its
+intercept): the offset is taken as 0 unless given (`auto:offset=V`), or as the smallest offset that
+explains a negative intercept.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from typing import Iterable
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from .models import Gaussian, NoiseModel, Poisson, PoissonGaussian
+from .models import (
+    Correlated,
+    Gaussian,
+    NoiseModel,
+    Poisson,
+    PoissonGaussian,
+    kernel_from_autocorrelation,
+)
 
-MAD_TO_SIGMA = 1.0 / 0.6744897501960817  # 1 / Phi^-1(3/4)
+MAX_SIDE = 1024        # central crop used per frame
+PATCH = 5              # patch side for the PCA sigma estimate
+KEEP_QUANTILE = 0.9    # weak-texture threshold: this quantile of pure-noise gradient energy
+MAX_PATCHES = 200_000  # patches in one covariance
+BINS = 24              # brightness bins in the mean-variance fit
+SMOOTH_FRACTION = 0.1  # smoothest fraction of each bin kept
+CLIP_MIN_FRACTION = 1e-3  # share of pixels at an extreme value that signals clipping
+CORR_THRESHOLD = 0.1   # |rho| at lag 1 above which noise is called correlated
+SLOPE_RATIO = 1.5      # variance growth over the brightness range that signals signal dependence
 
 
-def haar_diagonal(frame: np.ndarray) -> np.ndarray:
-    """Finest diagonal Haar detail coefficients, orthonormal (variance sigma^2 for white noise)."""
+def _crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
     f = np.asarray(frame, dtype=np.float64)
-    h, w = (f.shape[0] // 2) * 2, (f.shape[1] // 2) * 2
-    f = f[:h, :w]
-    return (f[0::2, 0::2] - f[0::2, 1::2] - f[1::2, 0::2] + f[1::2, 1::2]) / 2.0
+    h, w = f.shape
+    r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return f[r0 : r0 + side, c0 : c0 + side]
 
 
-def gaussian_sigma(frame: np.ndarray) -> float:
-    """Robust Gaussian noise standard deviation of one image, in its own units."""
-    d = haar_diagonal(frame)
-    return float(np.median(np.abs(d - np.median(d))) * MAD_TO_SIGMA)
+def _box_sum(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Sums over every h x w window ('valid' positions)."""
+    c = np.pad(a, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    return c[h:, w:] - c[:-h, w:] - c[h:, :-w] + c[:-h, :-w]
 
 
-def estimate_gaussian(frames: Iterable[np.ndarray], max_side: int = 1024) -> Gaussian:
-    """One Gaussian sigma for a set of images: the median of per-image estimates on central crops."""
-    sigmas = []
-    for f in frames:
-        h, w = f.shape
-        r0, c0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
-        sigmas.append(gaussian_sigma(f[r0 : r0 + max_side, c0 : c0 + max_side]))
+def _box_mean_same(a: np.ndarray, k: int) -> np.ndarray:
+    """k x k moving average with reflected borders, same shape as `a`."""
+    p = k // 2
+    return _box_sum(np.pad(a, ((p, k - 1 - p), (p, k - 1 - p)), mode="reflect"), k, k) / (k * k)
+
+
+def haar(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Finest orthonormal Haar level: (LL, LH, HL, HH); each has variance sigma^2 for white noise."""
+    f = np.asarray(frame, dtype=np.float64)
+    f = f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2]
+    a, b, c, d = f[0::2, 0::2], f[0::2, 1::2], f[1::2, 0::2], f[1::2, 1::2]
+    return (a + b + c + d) / 2, (a + b - c - d) / 2, (a - b + c - d) / 2, (a - b - c + d) / 2
+
+
+# --- Gaussian sigma -------------------------------------------------------------------------------
+
+def _gradient_energy(img: np.ndarray, d: int) -> np.ndarray:
+    """Sum of squared horizontal and vertical differences inside every d x d patch."""
+    return _box_sum(np.diff(img, axis=1) ** 2, d, d - 1) + _box_sum(np.diff(img, axis=0) ** 2, d - 1, d)
+
+
+def _trailing_mean(cov: np.ndarray) -> float:
+    """Mean of the smallest eigenvalues, from the first index where their mean is at most their median."""
+    lam = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    for i in range(len(lam)):
+        tail = lam[i:]
+        if tail.mean() <= np.median(tail):
+            return float(tail.mean())
+    return float(lam[-1])
+
+
+def _patch_variance(patches: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> float:
+    idx = np.flatnonzero(keep)
+    if len(idx) > MAX_PATCHES:
+        idx = rng.choice(idx, MAX_PATCHES, replace=False)
+    p = patches[idx]
+    p = p - p.mean(0)
+    return _trailing_mean(p.T @ p / len(p))
+
+
+@cache
+def _white_noise_calibration(d: int, q: float) -> tuple[float, float]:
+    """(gradient-energy threshold, variance shrink factor) for unit white noise: simulated once."""
+    n = np.random.default_rng(1234).standard_normal((768, 768))
+    energy = _gradient_energy(n, d).ravel()
+    thr = float(np.quantile(energy, q))
+    shrink = _patch_variance(sliding_window_view(n, (d, d)).reshape(-1, d * d), energy < thr,
+                             np.random.default_rng(0))
+    return thr, shrink
+
+
+def gaussian_sigma(frame: np.ndarray, iterations: int = 10) -> float:
+    """Robust white-Gaussian noise standard deviation of one image, in its own units."""
+    img = _crop(frame, 768)
+    d = PATCH
+    if min(img.shape) < 4 * d:
+        raise ValueError(f"image too small ({img.shape}) to estimate noise")
+    patches = sliding_window_view(img, (d, d)).reshape(-1, d * d)
+    energy = _gradient_energy(img, d).ravel()
+    thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE)
+    rng = np.random.default_rng(0)
+    var = _patch_variance(patches, np.ones(len(energy), bool), rng)
+    for _ in range(iterations):
+        keep = energy < thr * var
+        if keep.sum() < 10 * d * d:
+            break
+        new = _patch_variance(patches, keep, rng) / shrink
+        done = abs(new - var) <= 1e-3 * var
+        var = new
+        if done:
+            break
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def estimate_gaussian(frames: Iterable[np.ndarray]) -> Gaussian:
+    """One Gaussian sigma for a set of images: the median of per-image estimates."""
+    sigmas = [gaussian_sigma(f) for f in frames]
     if not sigmas:
         raise ValueError("no frames to estimate noise from")
     return Gaussian(sigma=max(float(np.median(sigmas)), 1e-12))
 
 
+# --- clipping -------------------------------------------------------------------------------------
+
+@dataclass
+class Clipping:
+    """Where the data saturates (None: not clipped), and the share of pixels sitting there."""
+
+    low: float | None
+    high: float | None
+    fraction_low: float
+    fraction_high: float
+
+    @property
+    def detected(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    def to_dict(self) -> dict:
+        return {"detected": self.detected, "low": self.low, "high": self.high,
+                "fraction_low": self.fraction_low, "fraction_high": self.fraction_high}
+
+
+def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
+    """Index of the first of the three most extreme values where pixels pile up: at least 0.1 % of
+    them, and at least twice as many as on the next value inwards."""
+    for i in range(min(3, len(values) - 1)):
+        if counts[i] >= CLIP_MIN_FRACTION * n and counts[i] >= 2 * counts[i + 1]:
+            return i
+    return None
+
+
+def detect_clipping(frames: list[np.ndarray]) -> Clipping:
+    """A level is clipped where pixels pile up among the three lowest (highest) values: 0.1 % of
+    them and twice the next value's count (an 8-bit floor or a saturated detector), or, for integer
+    data, where any share of pixels (1e-5) sits on the type's limit (255 for uint8). Looks at the
+    central crops the estimators use."""
+    crops = [np.asarray(f)[tuple(slice(max(0, (n - MAX_SIDE) // 2), max(0, (n - MAX_SIDE) // 2) + MAX_SIDE)
+                                 for n in np.shape(f))] for f in frames]
+    values, counts = np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
+    n = int(counts.sum())
+    kind = crops[0].dtype if len({c.dtype for c in crops}) == 1 else None
+    ends = []
+    for vals, cnts in ((values[:4], counts[:4]), (values[::-1][:4], counts[::-1][:4])):
+        i = _pile_up(vals, cnts, n)
+        if i is None and kind is not None and np.issubdtype(kind, np.integer) and cnts[0] >= 1e-5 * n:
+            info = np.iinfo(kind)
+            i = 0 if vals[0] in (info.min, info.max) else None
+        ends.append((float(vals[i]), float(cnts[i]) / n) if i is not None else (None, float(cnts[0]) / n))
+    (lo, f_lo), (hi, f_hi) = ends
+    return Clipping(low=lo, high=hi, fraction_low=f_lo, fraction_high=f_hi)
+
+
+# --- mean-variance --------------------------------------------------------------------------------
+
+@dataclass
+class _Places:
+    """Per finest-Haar position: local mean, texture, squared HH, touches-clipping, half (0/1)."""
+
+    mean: np.ndarray
+    texture: np.ndarray
+    hh2: np.ndarray
+    clipped: np.ndarray
+    half: np.ndarray
+
+
+def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Places:
+    parts = []
+    for f in frames:
+        g = _crop(f)
+        ll, lh, hl, hh = haar(g)
+        mean = _box_mean_same(ll / 2, 4)  # 8 x 8 pixel local mean
+        texture = _box_mean_same(lh**2 + hl**2, 4)
+        at_clip = np.zeros(g.shape, bool)
+        if clip.low is not None:
+            at_clip |= g <= clip.low
+        if clip.high is not None:
+            at_clip |= g >= clip.high
+        a = at_clip[: ll.shape[0] * 2, : ll.shape[1] * 2]
+        blocks = (a[0::2, 0::2] | a[0::2, 1::2] | a[1::2, 0::2] | a[1::2, 1::2])
+        clipped = blocks  # the 2x2 block itself touches a clipping level (bins near one are dropped later)
+        r, c = np.indices(ll.shape)
+        half = ((r // block + c // block) % 2).astype(np.int8)
+        parts.append((mean, texture, hh**2, clipped, half))
+    return _Places(*(np.concatenate([p[i].ravel() for p in parts]) for i in range(5)))
+
+
+@dataclass
+class MeanVarianceFit:
+    slope: float
+    intercept: float
+    r2: float                 # weighted R^2 of the fit on the bins it was fitted to
+    r2_heldout: float         # R^2 of the same line on bins from the held-out half
+    bin_mean: np.ndarray
+    bin_var: np.ndarray       # marginal noise variance per bin (HH corrected for correlation)
+    bin_count: np.ndarray
+    bin_used: np.ndarray      # False for bins too near a clipping level
+    heldout_mean: np.ndarray
+    heldout_var: np.ndarray
+    mean_lo: float            # 10th / 90th percentile of the local means fitted
+    mean_hi: float
+
+    def predict(self, mean):
+        return self.slope * np.asarray(mean) + self.intercept
+
+    def to_dict(self) -> dict:
+        return {"slope": self.slope, "intercept": self.intercept, "r2": self.r2, "r2_heldout": self.r2_heldout,
+                "bins": [{"mean": float(m), "variance": float(v), "count": int(n), "used": bool(u)}
+                         for m, v, n, u in zip(self.bin_mean, self.bin_var, self.bin_count, self.bin_used)]}
+
+
+#: 99th percentile of chi^2_32 / 32: the texture statistic (mean of 32 squared detail coefficients
+#: over a 4 x 4 neighbourhood) of pure white noise, relative to its expectation, stays below it.
+TEXTURE_LIMIT = 1.7
+
+
+def _binned(pl: _Places, sel: np.ndarray, edges: np.ndarray, hh_factor: float, texture_factor: float):
+    """Per brightness bin: mean, marginal noise variance and count of the places used.
+
+    A bin starts from the smoothest 10 % of its places (a robust first variance), then keeps only
+    places whose detail energy LH^2 + HL^2 is what noise of that variance alone would give (below
+    the 99th percentile): texture is rejected place by place, and as the LH/HL noise is independent
+    of HH the mean of HH^2 over the places kept stays unbiased, for any noise distribution."""
+    which = np.clip(np.searchsorted(edges, pl.mean[sel], side="right") - 1, 0, len(edges) - 2)
+    idx = np.flatnonzero(sel)
+    mu, var, cnt = np.full(len(edges) - 1, np.nan), np.full(len(edges) - 1, np.nan), np.zeros(len(edges) - 1, int)
+    for b in range(len(edges) - 1):
+        i = idx[which == b]
+        if len(i) < 64:
+            continue
+        t = pl.texture[i]
+        k = max(16, int(SMOOTH_FRACTION * len(i)))
+        v = _trimmed_var(pl.hh2[i[np.argpartition(t, k - 1)[:k]]])
+        j = i
+        for _ in range(4):
+            j = i[t < TEXTURE_LIMIT * 2 * texture_factor * v]
+            if len(j) < 16:
+                break
+            v = float(pl.hh2[j].mean())
+        if len(j) < 16 or v <= 0:
+            continue
+        mu[b], var[b], cnt[b] = pl.mean[j].mean(), v / hh_factor, len(j)
+    return mu, var, cnt
+
+
 #: Mean of z^2 over its lower 90 % (z ~ N(0, 1)): (0.9 - 2 t phi(t)) / 0.9 with t = Phi^-1(0.95).
-#: Dividing a 90 %-trimmed mean of squared noise by it gives the variance; unlike a median it stays
-#: right for integer data, whose squared coefficients are mostly zero at low counts.
 CHI2_1_TRIMMED90 = 0.6230166
 
 
-def _clip_values(frames: list[np.ndarray]) -> tuple[float, float]:
-    """The values at which the data looks clipped: dtype limits for integers, else the observed extremes."""
-    lo = min(float(np.min(f)) for f in frames)
-    hi = max(float(np.max(f)) for f in frames)
-    return lo, hi
-
-
-def mean_variance_points(frames: list[np.ndarray], block: int = 4, max_side: int = 1024):
-    """Local (mean, noise variance) samples: per `2*block`-pixel square, the mean of the image and the
-    squared finest diagonal Haar coefficients (whose expectation is the local noise variance).
-    Squares touching the extreme values (clipping) are left out. Returns (means, hh2) arrays where
-    `hh2` has one row of `block^2` squared coefficients per square."""
-    lo, hi = _clip_values(frames)
-    means, hh2 = [], []
-    for f in frames:
-        h, w = f.shape
-        r0, c0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
-        g = np.asarray(f[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float64)
-        s = 2 * block
-        H, W = g.shape[0] // s * s, g.shape[1] // s * s
-        g = g[:H, :W]
-        d = haar_diagonal(g).reshape(H // s, block, W // s, block).transpose(0, 2, 1, 3).reshape(-1, block * block)
-        sq = g.reshape(H // s, s, W // s, s).transpose(0, 2, 1, 3).reshape(-1, s * s)
-        keep = (sq.min(1) > lo) & (sq.max(1) < hi)
-        means.append(sq.mean(1)[keep])
-        hh2.append(d[keep] ** 2)
-    return np.concatenate(means), np.concatenate(hh2)
-
-
-def fit_mean_variance(frames: list[np.ndarray], bins: int = 24) -> dict:
-    """Fit `Var = a * mean + b` robustly: squares are binned by mean (equal counts), each bin's noise
-    variance is the 90 %-trimmed mean of its squared Haar coefficients (robust to edges), and a line is fitted to the bins by weighted least squares (weights count / var^2)."""
-    means, hh2 = mean_variance_points(frames)
-    if len(means) < 4 * bins:
-        raise ValueError("too few unclipped regions to fit a mean-variance relation")
-    order = np.argsort(means)
-    groups = np.array_split(order, bins)
-    mu = np.array([means[g].mean() for g in groups])
-    var = np.array([_trimmed_var(hh2[g].ravel()) for g in groups])
-    n = np.array([hh2[g].size for g in groups], dtype=np.float64)
-    wts = n / np.maximum(var, 1e-12) ** 2
-    A = np.stack([mu, np.ones_like(mu)], 1) * np.sqrt(wts)[:, None]
-    a, b = np.linalg.lstsq(A, var * np.sqrt(wts), rcond=None)[0]
-    pred = a * mu + b
-    r2 = 1 - np.sum(wts * (var - pred) ** 2) / np.sum(wts * (var - np.average(var, weights=wts)) ** 2)
-    return {"slope": float(a), "intercept": float(b), "r2": float(r2), "bin_mean": mu, "bin_var": var,
-            "mean_lo": float(np.quantile(means, 0.1)), "mean_hi": float(np.quantile(means, 0.9))}
-
-
 def _trimmed_var(sq: np.ndarray) -> float:
-    """Noise variance from squared zero-mean Gaussian samples, ignoring the largest 10 %."""
+    """Noise variance from squared zero-mean samples, ignoring the largest 10 % (residual edges).
+    Unlike a median it stays right for low-count integer data, whose squares are mostly zero."""
     k = int(0.9 * sq.size)
     return float(np.partition(sq, k - 1)[:k].mean() / CHI2_1_TRIMMED90)
 
 
-def estimate_auto(frames: Iterable[np.ndarray]) -> NoiseModel:
-    """`--noise auto`: a Poisson-Gaussian model when the noise variance clearly grows with the signal
-    (the fitted variance at the 90th intensity percentile is over 1.5x that at the 10th), else one
-    Gaussian sigma (wavelet MAD)."""
-    frames = list(frames)
+def _wls(mu, var, cnt):
+    w = cnt / np.maximum(var, 1e-300) ** 2
+    A = np.stack([mu, np.ones_like(mu)], 1) * np.sqrt(w)[:, None]
+    a, b = np.linalg.lstsq(A, var * np.sqrt(w), rcond=None)[0]
+    return float(a), float(b)
+
+
+def _r2(mu, var, cnt, a, b) -> float:
+    w = cnt / np.maximum(var, 1e-300) ** 2
+    ss_res = np.sum(w * (var - (a * mu + b)) ** 2)
+    ss_tot = np.sum(w * (var - np.average(var, weights=w)) ** 2)
+    return float(1 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: np.ndarray | None = None,
+                  _places_cache: _Places | None = None) -> MeanVarianceFit:
+    """Fit `Var = slope * mean + intercept` (see the module docstring)."""
+    clip = clip if clip is not None else detect_clipping(frames)
+    pl = _places_cache if _places_cache is not None else _places(frames, clip)
+    factors = subband_factors(acf) if acf is not None else (1.0, 1.0)
+    ok = ~pl.clipped
+    if ok.sum() < 64 * BINS:
+        raise ValueError("too few unclipped places to fit a mean-variance relation")
+    edges = np.quantile(pl.mean[ok], np.linspace(0, 1, BINS + 1))
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    mu, var, cnt = _binned(pl, ok, edges, *factors)
+    used = cnt > 0
+    if used.sum() < 3:
+        raise ValueError("too few smooth places to fit a mean-variance relation")
+    a, b = _wls(mu[used], var[used], cnt[used])
+    if clip.detected:  # drop bins within 2 (else 1) noise sd of a clipping level, then refit
+        sd = np.sqrt(np.maximum(a * mu + b, 1e-300))
+        for margin in (2.0, 1.0, 0.0):
+            keep = used.copy()
+            if clip.low is not None:
+                keep &= mu - margin * sd > clip.low
+            if clip.high is not None:
+                keep &= mu + margin * sd < clip.high
+            if keep.sum() >= 3:
+                break
+        if keep.sum() < 3:
+            raise ValueError("too little of the data lies away from the clipping levels to fit noise")
+        used = keep
+    # fit on one half of the area, score on the other, then fit the model on all of it
+    mu0, var0, cnt0 = _binned(pl, ok & (pl.half == 0), edges, *factors)
+    mu1, var1, cnt1 = _binned(pl, ok & (pl.half == 1), edges, *factors)
+    u = used & (cnt0 > 0) & (cnt1 > 0)
+    r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u], var0[u], cnt0[u])) if u.sum() >= 3 else float("nan")
+    a, b = _wls(mu[used], var[used], cnt[used])
+    fitted = pl.mean[ok]
+    lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
+    return MeanVarianceFit(slope=a, intercept=b, r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
+                           bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, heldout_mean=mu1[u],
+                           heldout_var=var1[u], mean_lo=float(lo_hi[0]), mean_hi=float(lo_hi[1]))
+
+
+# --- correlation ----------------------------------------------------------------------------------
+
+LAGS = 2
+
+
+def _plane_residual_operator(block: int) -> np.ndarray:
+    """I - H for the least-squares fit of a plane to a block (n x n, n = block^2)."""
+    r, c = np.indices((block, block))
+    X = np.stack([np.ones(block * block), r.ravel() - (block - 1) / 2, c.ravel() - (block - 1) / 2], 1)
+    return np.eye(block * block) - X @ np.linalg.pinv(X)
+
+
+def _lag_pairs(block: int, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
+    r, c = np.indices((block, block))
+    ok = (r + dy >= 0) & (r + dy < block) & (c + dx >= 0) & (c + dx < block)
+    return (r * block + c)[ok], ((r + dy) * block + c + dx)[ok]
+
+
+def _observed(cov: np.ndarray, R: np.ndarray, block: int) -> np.ndarray:
+    """Normalised lag products of plane residuals `R x` for noise of covariance `cov`."""
+    E = R @ cov @ R.T
+    k = 2 * LAGS + 1
+    out = np.empty((k, k))
+    for dy in range(-LAGS, LAGS + 1):
+        for dx in range(-LAGS, LAGS + 1):
+            i, j = _lag_pairs(block, dy, dx)
+            out[dy + LAGS, dx + LAGS] = E[i, j].mean()
+    return out / out[LAGS, LAGS]
+
+
+def _covariance(acf: np.ndarray, block: int) -> np.ndarray:
+    cov = np.zeros((block * block, block * block))
+    for dy in range(-LAGS, LAGS + 1):
+        for dx in range(-LAGS, LAGS + 1):
+            i, j = _lag_pairs(block, dy, dx)
+            cov[i, j] = acf[dy + LAGS, dx + LAGS]
+    return cov
+
+
+@dataclass
+class Correlation:
+    """Noise autocorrelation from flat blocks: over all of them (`acf`) and, to tell correlated noise
+    from texture, the lag-1 correlation within each brightness tercile (`lag1_terciles`)."""
+
+    acf: np.ndarray
+    lag1_terciles: list[float]
+    blocks: int
+
+    @property
+    def lag1(self) -> float:
+        return float(max(abs(self.acf[LAGS, LAGS + 1]), abs(self.acf[LAGS + 1, LAGS])))
+
+    @property
+    def significant(self) -> bool:
+        """Correlated noise is correlated at every brightness, while fine texture raises the
+        correlation only where the signal-to-noise ratio is high: every tercile must exceed the
+        threshold, each with enough blocks."""
+        return (self.blocks >= 3 * MIN_CORR_BLOCKS and len(self.lag1_terciles) == 3
+                and min(self.lag1_terciles) > CORR_THRESHOLD)
+
+
+MIN_CORR_BLOCKS = 48
+
+
+def _lag_products(r: np.ndarray, block: int) -> np.ndarray:
+    """Mean product at every lag up to LAGS, per block: (n, 2*LAGS+1, 2*LAGS+1)."""
+    k = 2 * LAGS + 1
+    out = np.empty((len(r), k, k))
+    for dy in range(-LAGS, LAGS + 1):
+        for dx in range(-LAGS, LAGS + 1):
+            a = r[:, max(0, dy) : block + min(0, dy), max(0, dx) : block + min(0, dx)]
+            b = r[:, max(0, -dy) : block + min(0, -dy), max(0, -dx) : block + min(0, -dx)]
+            out[:, dy + LAGS, dx + LAGS] = (a * b).mean((1, 2))
+    return out
+
+
+def _unbias(obs: np.ndarray, R: np.ndarray, block: int) -> np.ndarray:
+    """The autocorrelation whose plane residuals give the averaged products `obs`."""
+    obs = obs / obs[LAGS, LAGS]
+    acf = np.zeros_like(obs)
+    acf[LAGS, LAGS] = 1.0
+    for _ in range(20):
+        step = obs - _observed(_covariance(acf, block), R, block)
+        acf = acf + step
+        acf[LAGS, LAGS] = 1.0
+        if np.abs(step).max() < 1e-4:
+            break
+    return np.clip(acf, -1.0, 1.0)
+
+
+def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: int = 8) -> Correlation:
+    """Noise autocorrelation (2*LAGS+1 square, centre 1) from the flattest 8x8 blocks.
+
+    Blocks are ranked by how much the means of their 8 neighbouring blocks spread (smooth
+    surroundings; independent of the block's own noise, so the choice does not bias it); a
+    least-squares plane is removed from each (smooth shading), residuals are divided by the
+    predicted noise sd (`variance_of(mean)`) and products at each lag averaged. Removing the plane
+    biases those averages in a way that depends only on the true correlation, which is recovered
+    by a few fixed-point steps through the exact bias."""
+    R = _plane_residual_operator(block)
+    products, levels = [], []
+    for f in frames:
+        g = _crop(f)
+        H, W = g.shape[0] // block * block, g.shape[1] // block * block
+        grid = g[:H, :W].reshape(H // block, block, W // block, block).transpose(0, 2, 1, 3)
+        gm = grid.mean((2, 3))
+        if min(gm.shape) < 3:
+            continue
+        nb = np.stack([gm[1 + dy : gm.shape[0] - 1 + dy, 1 + dx : gm.shape[1] - 1 + dx]
+                       for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+        rough, means = nb.var(0).ravel(), nb.mean(0).ravel()
+        blocks = grid[1:-1, 1:-1].reshape(-1, block, block)
+        var = variance_of(means)
+        ok = var > 0
+        if clip.low is not None:
+            ok &= ~(blocks <= clip.low).any((1, 2))
+        if clip.high is not None:
+            ok &= ~(blocks >= clip.high).any((1, 2))
+        blocks, rough, means, var = blocks[ok], rough[ok], means[ok], var[ok]
+        if len(blocks) < 8:
+            continue
+        keep = np.argsort(rough / var)[: max(8, len(blocks) // 10)]
+        r = (blocks[keep].reshape(len(keep), -1) @ R.T / np.sqrt(var[keep])[:, None]).reshape(-1, block, block)
+        products.append(_lag_products(r, block))
+        levels.append(means[keep])
+    k = 2 * LAGS + 1
+    if not products:
+        acf = np.zeros((k, k))
+        acf[LAGS, LAGS] = 1.0
+        return Correlation(acf, [], 0)
+    prod, lev = np.concatenate(products), np.concatenate(levels)
+    acf = _unbias(prod.mean(0), R, block)
+    terciles = []
+    if len(prod) >= 3 * MIN_CORR_BLOCKS:
+        for part in np.array_split(np.argsort(lev, kind="stable"), 3):
+            t = _unbias(prod[part].mean(0), R, block)
+            terciles.append(float(max(abs(t[LAGS, LAGS + 1]), abs(t[LAGS + 1, LAGS]))))
+    return Correlation(acf, terciles, len(prod))
+
+
+def subband_factors(acf: np.ndarray) -> tuple[float, float]:
+    """For noise of normalised autocorrelation `acf`: E[HH^2] / marginal variance, and
+    E[LH^2 + HL^2] / (2 E[HH^2]) (both 1 for white noise)."""
+    c = LAGS
+    rho_h, rho_v = acf[c, c + 1], acf[c + 1, c]
+    diag = (acf[c + 1, c + 1] + acf[c + 1, c - 1]) / 2
+    hh = max(1 - rho_h - rho_v + diag, 0.05)
+    return float(hh), float((1 - diag) / hh)
+
+
+# --- model choice ---------------------------------------------------------------------------------
+
+@dataclass
+class NoiseReport:
+    """The model `auto` chooses and the evidence for it (all in data units)."""
+
+    model: NoiseModel
+    kind: str                                   # gaussian | signal-dependent | correlated
+    clipping: Clipping
+    fit: MeanVarianceFit | None
+    correlation: Correlation
+    gaussian_sigma: float | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def r2(self) -> float | None:
+        """R^2 of the mean-variance line on the held-out half (meaningful when the variance varies)."""
+        return self.fit.r2_heldout if self.fit is not None else None
+
+    @property
+    def heldout_error(self) -> float | None:
+        """Median relative error of the chosen model's variance against the local noise variance
+        measured on the held-out half, bin by bin."""
+        if self.fit is None or len(self.fit.heldout_mean) == 0:
+            return None
+        import torch
+
+        pred = self.model.variance(torch.as_tensor(self.fit.heldout_mean, dtype=torch.float64)).numpy()
+        return float(np.median(np.abs(self.fit.heldout_var / np.maximum(pred, 1e-300) - 1)))
+
+    def to_dict(self) -> dict:
+        c = LAGS
+        acf = self.correlation.acf
+        params = {}
+        if self.kind == "signal-dependent":  # gain, read noise and offset, whichever form was chosen
+            pg = self.model.as_pg()
+            params = {"gain": float(pg.gain), "sigma": float(pg.sigma), "offset": float(pg.offset)}
+        return {
+            "model": self.model.to_dict(), "spec": self.model.spec(), "kind": self.kind, **params,
+            "r2_heldout": self.r2, "heldout_variance_error": self.heldout_error, "clipping": self.clipping.to_dict(),
+            "mean_variance": self.fit.to_dict() if self.fit is not None else None,
+            "correlation": {"lag_h": float(acf[c, c + 1]), "lag_v": float(acf[c + 1, c]),
+                            "lag_diag": float(acf[c + 1, c + 1]), "lag_anti": float(acf[c + 1, c - 1]),
+                            "lag1_by_brightness_tercile": self.correlation.lag1_terciles,
+                            "blocks": self.correlation.blocks, "significant": self.correlation.significant,
+                            "autocorrelation": acf.round(4).tolist()},
+            "gaussian_sigma": self.gaussian_sigma, "notes": list(self.notes),
+        }
+
+
+def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseReport:
+    """Fit every candidate and choose: signal-dependent when the fitted variance grows by more than
+    1.5x over the brightness range (10th to 90th percentile), else correlated Gaussian when the
+    lag-1 noise correlation exceeds 0.1 at every brightness, else white Gaussian. `offset` (data units), when known,
+    separates read noise from the dark level."""
+    frames = [np.asarray(f) for f in frames]
+    if not frames:
+        raise ValueError("no frames to estimate noise from")
+    clip = detect_clipping(frames)
+    notes = []
+    if clip.detected:
+        ends = [f"{v:g} ({100 * p:.1f} % of pixels)" for v, p in ((clip.low, clip.fraction_low),
+                                                                  (clip.high, clip.fraction_high)) if v is not None]
+        notes.append("clipped at " + " and ".join(ends) + ": fitted only away from the clipping levels")
+    def flat(m):  # first pass: one noise level everywhere
+        return np.ones_like(m)
+
+    corr = correlation(frames, flat, clip)
     try:
-        fit = fit_mean_variance(frames)
-    except ValueError:
-        return estimate_gaussian(frames)
-    a, b = fit["slope"], fit["intercept"]
-    v_lo, v_hi = a * fit["mean_lo"] + b, a * fit["mean_hi"] + b
-    if a <= 0 or v_lo <= 0 or v_hi < 1.5 * v_lo:
-        return estimate_gaussian(frames)
+        pl = _places(frames, clip)
+        fit = mean_variance(frames, clip, corr.acf if corr.significant else None, pl)
+        corr = correlation(frames, fit.predict, clip)
+        if corr.significant:  # HH under-reads correlated noise: refit with the sub-band factors
+            fit = mean_variance(frames, clip, corr.acf, pl)
+    except ValueError as e:
+        notes.append(f"no mean-variance fit: {e}")
+        fit = None
+    if corr.significant:
+        notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
+    elif corr.lag1 > CORR_THRESHOLD:
+        notes.append(f"lag-1 correlation {corr.lag1:.2f} overall but not at every brightness: taken as texture")
+    if fit is not None:
+        v_lo, v_hi = fit.predict(fit.mean_lo), fit.predict(fit.mean_hi)
+        if fit.slope > 0 and v_hi > 0 and v_hi >= SLOPE_RATIO * max(v_lo, 1e-300):
+            model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
+            return NoiseReport(model, "signal-dependent", clip, fit, corr, None, notes)
+        if corr.significant:
+            used = fit.bin_used
+            level = float(np.sqrt(max(np.average(fit.bin_var[used], weights=fit.bin_count[used]), 1e-300)))
+            kernel = kernel_from_autocorrelation(corr.acf)
+            model = Correlated(sigma=level, kernel=tuple(map(tuple, kernel.tolist())))
+            return NoiseReport(model, "correlated", clip, fit, corr, None, notes)
+    g = estimate_gaussian(frames)
+    return NoiseReport(g, "gaussian", clip, fit, corr, g.sigma, notes)
+
+
+def _signal_dependent(a: float, b: float, offset: float | None, notes: list[str]) -> NoiseModel:
+    """Gain `a` and intercept `b = sigma^2 - a * offset` as a model, choosing the offset."""
+    if offset is not None:
+        s2 = b + a * offset
+        if s2 <= 0:
+            notes.append(f"with offset {offset:g} the fit leaves no read noise")
+            return Poisson(gain=a, offset=offset)
+        return PoissonGaussian(gain=a, sigma=float(np.sqrt(s2)), offset=offset)
     if b > 0:
+        notes.append("offset and read noise are not separable from the mean-variance relation: offset assumed 0 "
+                     "(give --noise auto:offset=V if the dark level is known)")
         return PoissonGaussian(gain=a, sigma=float(np.sqrt(b)), offset=0.0)
+    notes.append(f"negative intercept: read noise taken as 0 and the dark level as {-b / a:g}")
     return Poisson(gain=a, offset=-b / a)
+
+
+def estimate_auto(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseModel:
+    """`--noise auto`: the model `analyze` chooses."""
+    return analyze(frames, offset).model

@@ -6,13 +6,17 @@ maps itself through the affine normalisation `x' = (x - shift) / scale` used in 
 
 Poisson models follow `y = gain * Poisson((x - offset) / gain) + offset (+ N(0, sigma^2))`, so
 `Var[y | x] = gain * (x - offset) + sigma^2`: the offset (dark level) makes offset-corrected or
-negative-valued detector data work without rounding.
+negative-valued detector data work without rounding. `Gamma` is multiplicative speckle (SAR,
+ultrasound, coherent imaging); `Correlated` is stationary Gaussian noise that is not white (detector
+cross-talk, interpolated or resampled data), the only model whose covariance is not diagonal.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class NoiseModel:
     name: ClassVar[str] = ""
+    white: ClassVar[bool] = True  # independent pixels: the covariance is diagonal (see `cov_apply`)
 
     def variance(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel variance of the measurement given signal `x` (a plug-in estimate if `x` is noisy)."""
@@ -51,7 +56,17 @@ class NoiseModel:
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def rescaled(self, shift: float, scale: float) -> "NoiseModel":
+    def noise_like(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A zero-mean noise draw with this model's covariance at the measurement `y` (the signal-dependent
+        variance from `variance_map`): the recorruption of Recorrupted-to-Recorrupted-type losses."""
+        return self.variance_map(y).sqrt() * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+
+    def cov_apply(self, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The noise covariance at the measurement `y` times `v` (same shape as `y`), so that SURE-type risks
+        have one formula for white and correlated noise. White models: the diagonal `stein_weight(y) * v`."""
+        return self.stein_weight(y) * v
+
+    def rescaled(self, shift: float, scale: float) -> NoiseModel:
         """This model for data normalised as `(x - shift) / scale`."""
         raise NotImplementedError
 
@@ -63,7 +78,7 @@ class NoiseModel:
         """Root-mean-square noise level over `y`: the scale for Monte-Carlo probes and recorruptions."""
         return float(self.variance_map(y).mean().clamp_min(1e-20).sqrt())
 
-    def as_pg(self) -> "PoissonGaussian":
+    def as_pg(self) -> PoissonGaussian:
         """The same variance law as a Poisson-Gaussian model (for stacking models of a mixed batch)."""
         raise NotImplementedError
 
@@ -82,7 +97,7 @@ class Gaussian(NoiseModel):
     sigma: float
 
     def variance(self, x):
-        return torch.full_like(x, self.sigma**2)
+        return torch.zeros_like(x) + self.sigma**2  # sigma may be a (B, 1, 1, 1) tensor (see `stack`)
 
     def sample(self, x, generator=None):
         return x + self.sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -140,8 +155,11 @@ class PoissonGaussian(NoiseModel):
         return self.gain * (x - self.offset).clamp_min(0) + self.sigma**2
 
     def sample(self, x, generator=None):
-        rate = (x - self.offset).clamp_min(0) / self.gain
-        shot = self.gain * torch.poisson(rate, generator=generator) + self.offset
+        # a stacked mixed batch holds gain = 0 for its Gaussian samples: no shot noise there
+        gain = torch.as_tensor(self.gain, dtype=x.dtype, device=x.device)
+        safe = torch.where(gain > 0, gain, torch.ones_like(gain))
+        counts = torch.poisson((x - self.offset).clamp_min(0) / safe, generator=generator)
+        shot = torch.where(gain > 0, safe * counts + self.offset, x)
         return shot + self.sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     def rescaled(self, shift, scale):
@@ -151,20 +169,184 @@ class PoissonGaussian(NoiseModel):
         return self
 
 
-MODELS: dict[str, type[NoiseModel]] = {m.name: m for m in (Gaussian, Poisson, PoissonGaussian)}
+@dataclass(frozen=True)
+class Gamma(NoiseModel):
+    """Multiplicative speckle: `y = offset + (x - offset) * G` with `G ~ Gamma(looks, 1 / looks)` (mean 1,
+    variance 1 / looks), so `Var[y | x] = (x - offset)^2 / looks`. Signal below the offset gives `y = offset`."""
+
+    name: ClassVar[str] = "gamma"
+    looks: float
+    offset: float = 0.0
+
+    @property
+    def signal_dependent(self):
+        return True
+
+    def variance(self, x):
+        return (x - self.offset).clamp_min(0) ** 2 / self.looks
+
+    def sample(self, x, generator=None):
+        looks = torch.zeros_like(x) + self.looks
+        g = torch._standard_gamma(looks, generator=generator) / looks  # torch.distributions ignores generators
+        return self.offset + (x - self.offset).clamp_min(0) * g
+
+    def rescaled(self, shift, scale):
+        return replace(self, offset=(self.offset - shift) / scale)
+
+    def stein_weight(self, y):
+        """`(y - offset)^2 / (looks + 1)`: an unbiased estimate of the pixel's variance from its own value
+        (`E[(y - offset)^2] = (x - offset)^2 (1 + 1 / looks)`), the trace term of a risk estimate for
+        J-invariant predictors. No SURE divergence is valid with it (`cov_apply` refuses)."""
+        return (y - self.offset) ** 2 / (self.looks + 1)
+
+    def cov_apply(self, y, v):
+        raise ValueError("gamma noise has no covariance operator for SURE-type losses")
+
+    def as_pg(self):
+        raise ValueError("gamma noise has no Poisson-Gaussian form")
+
+
+@dataclass(frozen=True)
+class Correlated(NoiseModel):
+    """Stationary correlated Gaussian noise `n = sigma * (k * w)`, `w` white N(0, 1), with the kernel `k`
+    normalised to unit sum of squares so that `sigma` is the per-pixel standard deviation.
+
+    Noise is drawn as the 'valid' correlation of white noise larger than the image by `k - 1` on each axis,
+    so its covariance is exactly `sigma^2 K K^T` (`cov_apply`): the same everywhere, borders included, and
+    with no wrap-around between opposite edges. `kernel` is a tuple of tuples (hashable, comparable); a model
+    built by `stack` holds a (B, 1, k, k) tensor and a (B, 1, 1, 1) `sigma` instead."""
+
+    name: ClassVar[str] = "corr"
+    white: ClassVar[bool] = False
+    sigma: float
+    kernel: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self):
+        if isinstance(self.kernel, torch.Tensor):  # stacked: already normalised by `stack`
+            return
+        k = np.asarray(self.kernel, dtype=float)
+        if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
+            raise ValueError(f"a correlated-noise kernel must be square with an odd side, not of shape {k.shape}")
+        ss = float((k**2).sum())
+        if not (math.isfinite(ss) and ss > 0):
+            raise ValueError("a correlated-noise kernel must be finite and not all zero")
+        if abs(ss - 1) > 1e-12:  # leave a normalised kernel bit-for-bit alone, so to_dict/from_dict round-trips
+            k = k / math.sqrt(ss)
+        object.__setattr__(self, "kernel", tuple(tuple(float(v) for v in row) for row in k))
+
+    @property
+    def side(self) -> int:
+        return self.kernel.shape[-1] if isinstance(self.kernel, torch.Tensor) else len(self.kernel)
+
+    def _filter(self, v: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+        """`K v`: each image correlated with its kernel, 'valid' (each side shrinks by k - 1); or the adjoint
+        `K^T v` (each side grows by k - 1). Channels share their sample's kernel."""
+        k = torch.as_tensor(self.kernel, dtype=v.dtype, device=v.device).reshape(-1, 1, self.side, self.side)
+        op = F.conv_transpose2d if adjoint else F.conv2d
+        if k.shape[0] == 1:  # every image alike: a plain convolution over a batch of single-channel images
+            out = op(v.reshape(-1, 1, *v.shape[-2:]), k)
+            return out.reshape(*v.shape[:-2], *out.shape[-2:])
+        if v.ndim != 4 or v.shape[0] != k.shape[0]:
+            raise ValueError(f"a stack of {k.shape[0]} correlated-noise models cannot apply to shape {tuple(v.shape)}")
+        # one kernel per sample: samples become the groups of a grouped convolution, channels its batch (grouped
+        # convolutions with one group per image are very slow on the CPU)
+        return op(v.transpose(0, 1), k, groups=k.shape[0]).transpose(0, 1)
+
+    def variance(self, x):
+        return torch.zeros_like(x) + self.sigma**2
+
+    def noise_like(self, y, generator=None):
+        s = self.side - 1
+        w = torch.randn((*y.shape[:-2], y.shape[-2] + s, y.shape[-1] + s), generator=generator, device=y.device,
+                        dtype=y.dtype)
+        return self.sigma * self._filter(w)
+
+    def sample(self, x, generator=None):
+        return x + self.noise_like(x, generator)
+
+    def cov_apply(self, y, v):
+        return self.sigma**2 * self._filter(self._filter(v, adjoint=True))
+
+    def stein_weight(self, y):
+        """The diagonal of the covariance, sigma^2: the trace term of SURE (its divergence uses `cov_apply`)."""
+        return self.variance(y)
+
+    def covariance(self, size: int) -> np.ndarray:
+        """Autocovariance `sigma^2 (k ⋆ k)` on a `size` x `size` grid of lags (odd side, zero lag at the centre
+        `c`): entry `[c + dy, c + dx]` is `E[n(i, j) n(i + dy, j + dx)]`. (B, size, size) for a stacked model."""
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"covariance size must be odd and positive, not {size}")
+        stacked = isinstance(self.kernel, torch.Tensor)
+        k = self.kernel.detach().cpu().double().numpy()[:, 0] if stacked else np.asarray(self.kernel)
+        var = torch.as_tensor(self.sigma, dtype=torch.float64).cpu().numpy().reshape(-1, 1, 1) ** 2
+        n = max(2 * self.side - 1, size)  # odd, and long enough that the circular autocorrelation is the linear one
+        acf = np.fft.fftshift(np.fft.ifft2(np.abs(np.fft.fft2(k, s=(n, n))) ** 2).real, axes=(-2, -1))
+        c, h = n // 2, size // 2
+        cov = var * acf[..., c - h:c + h + 1, c - h:c + h + 1]
+        return cov if stacked else cov[0]
+
+    def rescaled(self, shift, scale):
+        return replace(self, sigma=self.sigma / scale)
+
+    def as_pg(self):
+        raise ValueError("correlated noise has no Poisson-Gaussian form (its pixels are not independent)")
+
+    def to_dict(self):
+        return {"name": self.name, "sigma": float(self.sigma), "kernel": [list(row) for row in self.kernel]}
+
+    def spec(self):
+        return f"{self.name}:sigma={self.sigma:.6g},kernel=<{self.side}x{self.side}>"
+
+
+def kernel_from_autocorrelation(acf: np.ndarray) -> np.ndarray:
+    """A symmetric (zero-phase) kernel whose autocorrelation is `acf`, a centred, odd-sided 2-D autocorrelation
+    or autocovariance (e.g. estimated from noise), cropped to the side of `acf`, with unit sum of squares.
+
+    The kernel is the inverse transform of the square root of the power spectrum: any kernel with this
+    autocorrelation draws noise of the same law, and the zero-phase one is centred. Negative spectral values
+    (from a noisy estimate) are clamped to zero."""
+    acf = np.asarray(acf, dtype=float)
+    if acf.ndim != 2 or acf.shape[0] != acf.shape[1] or acf.shape[0] % 2 == 0:
+        raise ValueError(f"the autocorrelation must be square with an odd side, not of shape {acf.shape}")
+    m = acf.shape[0]
+    n = 4 * m + 1  # fine spectral sampling: little aliasing of the (longer) zero-phase kernel
+    power = np.fft.fft2(np.fft.ifftshift(np.pad(acf, (n - m) // 2))).real
+    k = np.fft.fftshift(np.fft.ifft2(np.sqrt(power.clip(0))).real)
+    c, h = n // 2, m // 2
+    k = k[c - h:c + h + 1, c - h:c + h + 1]
+    ss = (k**2).sum()
+    if not ss > 0:
+        raise ValueError("the autocorrelation has no positive power")
+    return k / np.sqrt(ss)
+
+
+MODELS: dict[str, type[NoiseModel]] = {m.name: m for m in (Gaussian, Poisson, PoissonGaussian, Gamma, Correlated)}
 
 
 def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> NoiseModel:
-    """One model for a batch whose sample `i` has noise `models[i]`: parameters become (B, 1, 1, 1)
-    tensors. A batch with a single model keeps that model."""
+    """One model for a batch whose sample `i` has noise `models[i]`. A batch with a single model keeps that
+    model; models of one class stay that class, with (B, 1, 1, 1) tensor parameters (correlated kernels: a
+    (B, 1, k, k) tensor, zero-padded to the largest side); a mix of white classes becomes Poisson-Gaussian."""
     if all(m == models[0] for m in models):
         return models[0]
-    pgs = [m.as_pg() for m in models]
 
-    def col(name):
-        return torch.tensor([float(getattr(m, name)) for m in pgs], device=device).view(-1, 1, 1, 1)
+    def col(ms, name):
+        return torch.tensor([float(getattr(m, name)) for m in ms], device=device).view(-1, 1, 1, 1)
 
-    return PoissonGaussian(gain=col("gain"), sigma=col("sigma"), offset=col("offset"))
+    cls = type(models[0])
+    if all(type(m) is cls for m in models):
+        if cls is Correlated:
+            side = max(m.side for m in models)
+            ks = np.stack([np.pad(np.asarray(m.kernel), (side - m.side) // 2) for m in models])
+            return Correlated(sigma=col(models, "sigma"),
+                              kernel=torch.tensor(ks[:, None], dtype=torch.float32, device=device))
+        return cls(**{f.name: col(models, f.name) for f in fields(cls)})
+    try:
+        pgs = [m.as_pg() for m in models]
+    except ValueError as e:
+        kinds = " and ".join(sorted({m.name for m in models}))
+        raise ValueError(f"cannot batch {kinds} noise together: {e}; give every input the same noise model") from None
+    return PoissonGaussian(gain=col(pgs, "gain"), sigma=col(pgs, "sigma"), offset=col(pgs, "offset"))
 
 
 def from_dict(d: dict) -> NoiseModel:

@@ -1,0 +1,94 @@
+"""`sslrecon noise`, `--loss auto`, and the noise model a run records and reuses."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sslrecon.noise.models import from_dict
+
+from .conftest import FMD, TINY, needs_shared
+from .test_cli import run
+
+
+@needs_shared
+def test_noise_verb_on_fmd_names_a_signal_dependent_model_with_evidence(tmp_path, capsys):
+    png = tmp_path / "noise.png"
+    code, out, err = run(["noise", FMD / "noisy_raw", "--json", "--plot", png], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["kind"] == "signal-dependent" and {"gain", "sigma", "offset"} <= doc.keys() and doc["gain"] > 0
+    assert doc["r2_heldout"] > 0.8 and doc["heldout_variance_error"] < 0.15
+    assert doc["clipping"]["detected"] and any("clipped" in n for n in doc["notes"])
+    assert doc["loss_auto"] == "sure" and len(doc["files"]) == 5
+    assert all(f["kind"] == "signal-dependent" for f in doc["files"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    # the plot is never silently replaced, and a bad plot path is one line, exit 2
+    code, _, err = run(["noise", FMD / "noisy_raw", "--plot", png], capsys)
+    assert code == 2 and "exists" in err and err.count("\n") == 1
+
+
+def test_noise_verb_text_output_and_bad_input(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, out, err = run(["noise", data], capsys)
+    assert code == 0, err
+    assert out.startswith("model\t") and "loss_auto\t" in out
+    code, _, err = run(["noise", tmp_path / "missing"], capsys)
+    assert code == 2 and "missing" in err
+
+
+def test_loss_auto_records_its_choice_and_the_noise(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, out, err = run(["fit", data, "-o", tmp_path / "run", "--loss", "auto", "--json", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["config"]["loss"] == "sure"  # the tiny data has white Gaussian noise
+    ckpt = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert ckpt["noise"] == doc["noise"] and ckpt["noise_normalized"] == doc["noise_normalized"]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["noise"] == doc["noise"] and len(cfg["noise_per_file"]) == 3
+
+
+def test_gamma_noise_needs_a_loss_that_supports_it(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, _, err = run(["fit", data, "-o", tmp_path / "r1", "--noise", "gamma:looks=4", "--loss", "sure", *TINY], capsys)
+    assert code == 2 and "does not support gamma" in err and not (tmp_path / "r1" / "model.pt").exists()
+    code, out, err = run(["fit", data, "-o", tmp_path / "r2", "--noise", "gamma:looks=4", "--loss", "auto", "--json",
+                          *TINY], capsys)
+    assert code == 0, err
+    assert json.loads(out)["config"]["loss"] == "n2s"
+
+
+def test_corr_noise_trains_with_sure_and_r2r(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    for loss in ("sure", "r2r"):
+        code, out, err = run(["fit", data, "-o", tmp_path / loss, "--noise", "corr:sigma=8,size=3", "--loss", loss,
+                              "--json", *TINY], capsys)
+        assert code == 0, err
+        assert np.isfinite(json.loads(out)["best_val_mse"])
+
+
+@pytest.fixture
+def trained_auto(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, out, err = run(["fit", data / "img0.mrc", data / "img1.mrc", "-o", tmp_path / "run", "--json", *TINY],
+                         capsys)
+    assert code == 0, err
+    return tmp_path / "run", json.loads(out)
+
+
+def test_validate_reuses_the_recorded_noise_unless_overridden(trained_auto, tiny_data, capsys):
+    run_dir, doc = trained_auto
+    data, ref = tiny_data
+    args = ["validate", run_dir, data, "--reference", ref, "--json", "--device", "cpu"]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    files = {f["path"].rsplit("/", 1)[-1]: f["noise"] for f in json.loads(out)["files"]}
+    recorded = {p.rsplit("/", 1)[-1]: m for p, m in doc["noise_per_file"].items()}
+    assert files["img0.mrc"] == recorded["img0.mrc"]
+    assert files["cells.tif"] == doc["noise"]  # not trained on: the run's pooled model
+    code, out, err = run([*args, "--noise", "auto"], capsys)
+    assert code == 0, err
+    own = {f["path"].rsplit("/", 1)[-1]: f["noise"] for f in json.loads(out)["files"]}
+    assert own["cells.tif"] != doc["noise"]  # re-estimated from the file itself
+    assert from_dict(own["cells.tif"]).name in ("gaussian", "pg", "poisson", "corr")

@@ -1,0 +1,127 @@
+"""Noise estimation on synthetic data of known parameters, and on the real FMD and EPU data."""
+import numpy as np
+import pytest
+
+from sslrecon.noise import Correlated, Gaussian, Poisson, PoissonGaussian
+from sslrecon.noise.estimate import LAGS, analyze, detect_clipping, gaussian_sigma
+
+from .conftest import EPU, FMD, SHARED, needs_shared, smooth_image
+
+
+def ramp_scene(n=384, lo=1.0, hi=1000.0):
+    """Photon rates spanning lo..hi log-linearly, with broad blobs (no fine texture)."""
+    r, c = np.mgrid[0:n, 0:n] / n
+    u = 0.8 * c + 0.2 * np.exp(-((r - 0.5) ** 2 + (c - 0.3) ** 2) / 0.02)
+    u = (u - u.min()) / (u.max() - u.min())
+    return 10 ** (np.log10(lo) + u * (np.log10(hi) - np.log10(lo)))
+
+
+@pytest.mark.parametrize("gain,read", [(0.5, 1.0), (2.0, 4.0), (8.0, 24.0)])
+def test_poisson_gaussian_over_three_decades(gain, read):
+    rng = np.random.default_rng(int(gain * 10))
+    frames = [gain * rng.poisson(ramp_scene()) + rng.normal(0, read, (384, 384)) for _ in range(2)]
+    rep = analyze(frames)
+    assert rep.kind == "signal-dependent" and isinstance(rep.model, PoissonGaussian)
+    assert abs(rep.model.gain / gain - 1) < 0.1
+    assert abs(rep.model.sigma / read - 1) < 0.1
+    assert rep.r2 > 0.95
+
+
+def test_known_offset_separates_dark_level_from_read_noise():
+    rng = np.random.default_rng(3)
+    frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=300)) + 100 + rng.normal(0, 6, (384, 384)) for _ in range(2)]
+    blind = analyze(frames).model  # offset and read noise move the same intercept
+    assert isinstance(blind, Poisson) and blind.offset > 0
+    told = analyze(frames, offset=100.0).model
+    assert isinstance(told, PoissonGaussian) and told.offset == 100.0
+    assert abs(told.gain / 2 - 1) < 0.1 and abs(told.sigma / 6 - 1) < 0.1
+    # both predict the same variance
+    x = np.array([150.0, 500.0])
+    np.testing.assert_allclose(blind.variance(__import__("torch").tensor(x)).numpy(),
+                               told.variance(__import__("torch").tensor(x)).numpy(), rtol=0.02)
+
+
+def test_clipped_8bit_is_detected_and_fitted_away_from_the_clips():
+    rng = np.random.default_rng(4)
+    lam = ramp_scene(lo=0.5, hi=150)
+    frames = [np.clip(np.round(2.0 * rng.poisson(lam) + rng.normal(0, 3, lam.shape)), 0, 255).astype(np.uint8)
+              for _ in range(2)]
+    rep = analyze(frames)
+    assert rep.clipping.low == 0 and rep.clipping.high == 255
+    assert any("clipped" in n for n in rep.notes)
+    used = rep.fit.bin_mean[rep.fit.bin_used]
+    sd = np.sqrt(rep.fit.predict(used))
+    assert (used - 1.5 * sd > 0).all() and (used + 1.5 * sd < 255).all()  # fitted only away from the clips
+    assert abs(rep.model.gain / 2 - 1) < 0.1 and abs(rep.model.sigma / 3 - 1) < 0.15
+
+
+def test_clipping_not_reported_for_unclipped_float_data():
+    rng = np.random.default_rng(5)
+    assert not detect_clipping([rng.normal(0, 1, (64, 64))]).detected
+
+
+def test_white_gaussian_is_chosen_with_no_correlation():
+    rng = np.random.default_rng(6)
+    x = smooth_image(rng, 384, 384, level=500, amp=200)
+    rep = analyze([x + rng.normal(0, 10, x.shape)])
+    assert isinstance(rep.model, Gaussian) and rep.kind == "gaussian"
+    assert abs(rep.model.sigma / 10 - 1) < 0.05
+    off = rep.correlation.acf.copy()
+    off[LAGS, LAGS] = 0
+    assert np.abs(off).max() < 0.05
+
+
+def test_correlated_noise_is_recognised_with_its_marginal_level():
+    import torch
+
+    rng = np.random.default_rng(7)
+    x = smooth_image(rng, 384, 384, level=500, amp=200)
+    truth = Correlated(sigma=8.0, kernel=((1, 1, 1), (1, 1, 1), (1, 1, 1)))
+    y = truth.sample(torch.tensor(x)[None, None], generator=torch.Generator().manual_seed(0))[0, 0].numpy()
+    rep = analyze([y])
+    assert rep.kind == "correlated" and isinstance(rep.model, Correlated)
+    assert abs(rep.model.sigma / 8 - 1) < 0.1
+    np.testing.assert_allclose(rep.correlation.acf[LAGS - 1 : LAGS + 2, LAGS - 1 : LAGS + 2],
+                               truth.covariance(3) / 64, atol=0.05)
+
+
+@needs_shared
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_gaussian_sigma_on_textured_natural_images(sigma):
+    from PIL import Image
+
+    rng = np.random.default_rng(sigma)
+    errs = []
+    for name in ("02.png", "05.png", "08.png"):
+        x = np.asarray(Image.open(SHARED / "natural" / "Set12" / name).convert("L"), dtype=np.float64)
+        errs.append(gaussian_sigma(x + rng.normal(0, sigma, x.shape)) / sigma - 1)
+    assert np.max(np.abs(errs)) < 0.08, errs
+
+
+@needs_shared
+def test_fmd_frames_signal_dependent_clipped_and_predictive():
+    import tifffile
+
+    paths = sorted((FMD / "noisy_raw").glob("*.tif"))
+    frames = [tifffile.imread(p) for p in paths]
+    rep = analyze(frames)
+    assert rep.kind == "signal-dependent" and rep.model.signal_dependent
+    assert rep.clipping.high == 255 and any("clipped" in n for n in rep.notes)
+    for p, f in zip(paths, frames):
+        own = analyze([f])
+        assert own.kind == "signal-dependent", p.name
+        assert own.r2 > 0.6, (p.name, own.r2)  # held-out local variance follows the fitted line
+        assert own.heldout_error < 0.15, (p.name, own.heldout_error)
+
+
+@needs_shared
+def test_epu_micrograph_noise_level_matches_its_variance():
+    import mrcfile
+
+    with mrcfile.open(EPU, permissive=True) as m:
+        y = np.asarray(m.data, dtype=np.float64)
+    rep = analyze([y])
+    # raw counts about 5600 with variance about 390 000: the marginal noise level is about 625
+    level = float(np.sqrt(rep.model.variance(__import__("torch").tensor([float(y.mean())]))[0]))
+    assert 0.85 < level / np.sqrt(y.var()) < 1.05
+    assert rep.heldout_error < 0.15
