@@ -5,7 +5,7 @@ Synthetic noise is drawn once per setting with a fixed seed:
 - Gaussian sigma in {5, 15, 25, 50}/255 on each Set12 image (and the first 12 BSD68 images) alone:
   relative error of `gaussian_sigma` (target <= 5 %).
 - Poisson-Gaussian `y = gain * Poisson(lambda) + N(0, read^2)` on a folder of six Set12 images whose
-  grey levels are mapped log-linearly onto lambda in [lo, hi] photons, for several gains and read
+  grey levels are mapped linearly onto lambda in [lo, hi] photons, for several gains and read
   noises, also on a smooth synthetic scene, with an offset (given to the estimator), and as clipped
   8-bit data: relative error of the fitted gain and read noise (target <= 10 %).
 
@@ -59,7 +59,7 @@ def pg_frames(scenes, lo, hi, gain, read, offset, rng, bits8=False):
     out = []
     for x in scenes:
         u = x / max(float(x.max()), 1e-12)
-        lam = 10 ** (np.log10(lo) + u * (np.log10(hi) - np.log10(lo)))
+        lam = lo + u * (hi - lo)
         y = gain * rng.poisson(lam) + offset + rng.normal(0, read, x.shape)
         out.append(np.clip(np.round(y), 0, 255).astype(np.uint8) if bits8 else y)
     return out

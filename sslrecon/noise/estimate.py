@@ -6,22 +6,26 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   weakly textured patches (Liu, Tanaka & Okutomi 2013; Chen, Zhu & Heng 2015). Patches whose
   gradient energy is below what noise alone reaches 90 % of the time are kept (iterating with the
   current sigma); the noise variance is the mean of the trailing patch-covariance eigenvalues, taken
-  from where their mean first falls to their median (Chen's test). Keeping only low-gradient
+  from where their mean first falls to their median (Chen's test), with 5x5 and 7x7 patches (the
+  smaller estimate is kept: texture only inflates them). Keeping only low-gradient
   patches shrinks the noise too; the factor by which it does is measured once on simulated white
   noise and divided out, so pure noise gives an unbiased estimate.
 - `mean_variance(frames)`: a local mean-variance fit `Var = slope * mean + intercept` in the spirit
   of Foi et al. (2008). On the finest Haar level the diagonal coefficients HH carry the noise (the
   expectation of HH^2 is the local noise variance for independent noise), the horizontal and
   vertical details LH/HL say how textured a place is, and the 8x8 local mean says how bright. For
-  white Gaussian noise the four Haar sub-bands are independent, so choosing the smoothest places by
-  LH/HL does not bias HH. Places are binned by brightness, the smoothest 10 % of each bin kept, and a
-  line fitted to the bins by weighted least squares. Clipped data (8-bit frames saturating at 0 or
-  255) is detected and only bins at least two noise standard deviations from the clipping levels
-  are fitted (two standard deviations: a clipped share under 2.3 %). The fit is made on half of the image area (a checkerboard of blocks) and scored (R^2)
-  on the other half.
-- `correlation(frames, fit)`: the noise autocorrelation at lags up to 2 from flat 8x8 blocks, each
-  normalised by its predicted noise level. Correlated noise makes HH under-read the marginal
-  variance by the factor `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, which the fit divides out.
+  white Gaussian noise the four Haar sub-bands are independent, so choosing places by LH/HL does
+  not bias HH. Places are binned by brightness; in each bin only places whose LH/HL energy is what
+  noise alone gives are kept, and a line is fitted to the bins by weighted least squares. Clipping
+  (an 8-bit floor, saturation) is detected, places touching it are left out, and only bins at
+  least two noise standard deviations from a clipping level are fitted. The fit is scored on a
+  held-out half of the image area (a checkerboard of blocks): R^2 and the variance error.
+- `correlation(frames, variance_of, clip)`: the noise autocorrelation at lags up to 2 from flat
+  8x8 blocks, each normalised by its predicted noise level. Correlated noise makes HH under-read
+  the marginal variance by `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, which the fit divides out.
+
+Pixel-scale texture that is as strong as the noise cannot be told from it in one image: on natural
+images at high signal-to-noise ratio the fitted gain runs high (benchmarks/noise_estimation.py).
 
 `analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
 Offset and read noise are not separately identifiable from a mean-variance relation (both move its
@@ -31,7 +35,7 @@ explains a negative intercept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import Iterable
 
 import numpy as np
@@ -47,7 +51,7 @@ from .models import (
 )
 
 MAX_SIDE = 1024        # central crop used per frame
-PATCH = 5              # patch side for the PCA sigma estimate
+PATCHES = (5, 7)       # patch sides for the PCA sigma estimate
 KEEP_QUANTILE = 0.9    # weak-texture threshold: this quantile of pure-noise gradient energy
 MAX_PATCHES = 200_000  # patches in one covariance
 BINS = 24              # brightness bins in the mean-variance fit
@@ -121,12 +125,7 @@ def _white_noise_calibration(d: int, q: float) -> tuple[float, float]:
     return thr, shrink
 
 
-def gaussian_sigma(frame: np.ndarray, iterations: int = 10) -> float:
-    """Robust white-Gaussian noise standard deviation of one image, in its own units."""
-    img = _crop(frame, 768)
-    d = PATCH
-    if min(img.shape) < 4 * d:
-        raise ValueError(f"image too small ({img.shape}) to estimate noise")
+def _pca_sigma(img: np.ndarray, d: int, iterations: int) -> float:
     patches = sliding_window_view(img, (d, d)).reshape(-1, d * d)
     energy = _gradient_energy(img, d).ravel()
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE)
@@ -142,6 +141,17 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10) -> float:
         if done:
             break
     return float(np.sqrt(max(var, 0.0)))
+
+
+def gaussian_sigma(frame: np.ndarray, iterations: int = 10) -> float:
+    """Robust white-Gaussian noise standard deviation of one image, in its own units: the smaller of
+    the estimates from 5x5 and 7x7 patches (texture only ever inflates them, and where one patch
+    size finds no texture-free directions the other often does)."""
+    img = _crop(frame, 768)
+    if min(img.shape) < 4 * max(PATCHES):  # too small for patch statistics: wavelet MAD (Donoho)
+        hh = haar(img)[3]
+        return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
+    return min(_pca_sigma(img, d, iterations) for d in PATCHES)
 
 
 def estimate_gaussian(frames: Iterable[np.ndarray]) -> Gaussian:
@@ -221,7 +231,7 @@ def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Place
         g = _crop(f)
         ll, lh, hl, hh = haar(g)
         mean = _box_mean_same(ll / 2, 4)  # 8 x 8 pixel local mean
-        texture = _box_mean_same(lh**2 + hl**2, 4)
+        texture = _box_mean_same(lh**2 + hl**2, TEXTURE_BOX)
         at_clip = np.zeros(g.shape, bool)
         if clip.low is not None:
             at_clip |= g <= clip.low
@@ -263,6 +273,7 @@ class MeanVarianceFit:
 #: 99th percentile of chi^2_32 / 32: the texture statistic (mean of 32 squared detail coefficients
 #: over a 4 x 4 neighbourhood) of pure white noise, relative to its expectation, stays below it.
 TEXTURE_LIMIT = 1.7
+TEXTURE_BOX = 4
 
 
 def _binned(pl: _Places, sel: np.ndarray, edges: np.ndarray, hh_factor: float, texture_factor: float):
@@ -575,19 +586,23 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
         ends = [f"{v:g} ({100 * p:.1f} % of pixels)" for v, p in ((clip.low, clip.fraction_low),
                                                                   (clip.high, clip.fraction_high)) if v is not None]
         notes.append("clipped at " + " and ".join(ends) + ": fitted only away from the clipping levels")
-    def flat(m):  # first pass: one noise level everywhere
+
+    def flat(m):  # no fit to scale by: one noise level everywhere
         return np.ones_like(m)
 
-    corr = correlation(frames, flat, clip)
+    pl = _places(frames, clip)
     try:
-        pl = _places(frames, clip)
-        fit = mean_variance(frames, clip, corr.acf if corr.significant else None, pl)
-        corr = correlation(frames, fit.predict, clip)
-        if corr.significant:  # HH under-reads correlated noise: refit with the sub-band factors
-            fit = mean_variance(frames, clip, corr.acf, pl)
-    except ValueError as e:
-        notes.append(f"no mean-variance fit: {e}")
-        fit = None
+        fit, failure = mean_variance(frames, clip, None, pl), None
+    except ValueError as e:  # strongly correlated noise can defeat the white-noise texture test
+        fit, failure = None, e
+    corr = correlation(frames, fit.predict if fit is not None else flat, clip)
+    if corr.significant:  # HH under-reads correlated noise: refit with the sub-band factors
+        try:
+            fit, failure = mean_variance(frames, clip, corr.acf, pl), None
+        except ValueError as e:
+            failure = failure or e
+    if fit is None:
+        notes.append(f"no mean-variance fit: {failure}")
     if corr.significant:
         notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
     elif corr.lag1 > CORR_THRESHOLD:
