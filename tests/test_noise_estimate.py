@@ -126,3 +126,12 @@ def test_epu_micrograph_noise_level_matches_its_variance():
     level = float(np.sqrt(rep.model.variance(__import__("torch").tensor([float(y.mean())]))[0]))
     assert 0.85 < level / np.sqrt(y.var()) < 1.05
     assert rep.heldout_error < 0.15
+
+
+def test_signal_dependence_over_a_narrow_brightness_range():
+    """Variance grows only 1.3x over the range, but the slope is many standard errors from zero."""
+    rng = np.random.default_rng(8)
+    x = smooth_image(rng, 384, 384, level=20, amp=8)
+    rep = analyze([rng.poisson(x) + rng.normal(0, 2, x.shape) for _ in range(2)])
+    assert rep.kind == "signal-dependent"
+    assert abs(rep.model.gain - 1) < 0.15 and abs(rep.model.sigma / 2 - 1) < 0.25

@@ -58,7 +58,8 @@ BINS = 24              # brightness bins in the mean-variance fit
 SMOOTH_FRACTION = 0.1  # smoothest fraction of each bin kept
 CLIP_MIN_FRACTION = 1e-3  # share of pixels at an extreme value that signals clipping
 CORR_THRESHOLD = 0.1   # |rho| at lag 1 above which noise is called correlated
-SLOPE_RATIO = 1.5      # variance growth over the brightness range that signals signal dependence
+SLOPE_RATIO = 1.5      # variance growth over the brightness range that signals signal dependence,
+MIN_GROWTH, SLOPE_Z = 1.1, 8.0  # or a smaller growth with a slope this many standard errors from zero
 
 
 def _crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
@@ -250,6 +251,7 @@ def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Place
 class MeanVarianceFit:
     slope: float
     intercept: float
+    slope_se: float           # standard error of the slope
     r2: float                 # weighted R^2 of the fit on the bins it was fitted to
     r2_heldout: float         # R^2 of the same line on bins from the held-out half
     bin_mean: np.ndarray
@@ -265,7 +267,8 @@ class MeanVarianceFit:
         return self.slope * np.asarray(mean) + self.intercept
 
     def to_dict(self) -> dict:
-        return {"slope": self.slope, "intercept": self.intercept, "r2": self.r2, "r2_heldout": self.r2_heldout,
+        return {"slope": self.slope, "slope_se": self.slope_se, "intercept": self.intercept, "r2": self.r2,
+                "r2_heldout": self.r2_heldout,
                 "bins": [{"mean": float(m), "variance": float(v), "count": int(n), "used": bool(u)}
                          for m, v, n, u in zip(self.bin_mean, self.bin_var, self.bin_count, self.bin_used)]}
 
@@ -323,6 +326,15 @@ def _wls(mu, var, cnt):
     return float(a), float(b)
 
 
+def _slope_se(mu, var, cnt) -> float:
+    """Standard error of the WLS slope, taking each bin's variance as a mean of `cnt` squared
+    Gaussian coefficients (its variance `2 var^2 / cnt`)."""
+    w = cnt / (2 * np.maximum(var, 1e-300) ** 2)
+    A = np.stack([mu, np.ones_like(mu)], 1)
+    cov = np.linalg.pinv(A.T @ (A * w[:, None]))
+    return float(np.sqrt(max(cov[0, 0], 0.0)))
+
+
 def _r2(mu, var, cnt, a, b) -> float:
     w = cnt / np.maximum(var, 1e-300) ** 2
     ss_res = np.sum(w * (var - (a * mu + b)) ** 2)
@@ -367,7 +379,7 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
     a, b = _wls(mu[used], var[used], cnt[used])
     fitted = pl.mean[ok]
     lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
-    return MeanVarianceFit(slope=a, intercept=b, r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
+    return MeanVarianceFit(slope=a, intercept=b, slope_se=_slope_se(mu[used], var[used], cnt[used]), r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
                            bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, heldout_mean=mu1[u],
                            heldout_var=var1[u], mean_lo=float(lo_hi[0]), mean_hi=float(lo_hi[1]))
 
@@ -574,7 +586,8 @@ class NoiseReport:
 
 def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseReport:
     """Fit every candidate and choose: signal-dependent when the fitted variance grows by more than
-    1.5x over the brightness range (10th to 90th percentile), else correlated Gaussian when the
+    1.5x over the brightness range (10th to 90th percentile), or by more than 1.1x with a slope
+    eight standard errors from zero, else correlated Gaussian when the
     lag-1 noise correlation exceeds 0.1 at every brightness, else white Gaussian. `offset` (data units), when known,
     separates read noise from the dark level."""
     frames = [np.asarray(f) for f in frames]
@@ -609,7 +622,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
         notes.append(f"lag-1 correlation {corr.lag1:.2f} overall but not at every brightness: taken as texture")
     if fit is not None:
         v_lo, v_hi = fit.predict(fit.mean_lo), fit.predict(fit.mean_hi)
-        if fit.slope > 0 and v_hi > 0 and v_hi >= SLOPE_RATIO * max(v_lo, 1e-300):
+        growth = v_hi / max(v_lo, 1e-300) if v_hi > 0 and v_lo > 0 else (np.inf if v_hi > 0 else 0.0)
+        if fit.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and fit.slope >= SLOPE_Z * fit.slope_se)):
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             return NoiseReport(model, "signal-dependent", clip, fit, corr, None, notes)
         if corr.significant:
