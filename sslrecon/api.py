@@ -310,7 +310,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     """Estimate the reconstruction quality on held-out measurements without ground truth.
 
     Per file: `estimated_mse` (the loss's self-supervised risk estimate of the test-time
-    reconstruction, data units^2) and `estimated_psnr`; with `reference` (a folder of files with
+    reconstruction, data units^2) and `estimated_psnr` (None, with a `warning`, where the estimate is
+    not positive: the noise model overstates the noise); with `reference` (a folder of files with
     the same names), also the true `psnr` and `ssim`. Top-level keys hold the means over files.
     PSNR's data range: the dtype's full range for integer data, max - min of the reference (or, for
     `estimated_psnr`, of the measurement) for float data; `data_range` overrides both.
@@ -333,9 +334,15 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             img = stack.enter_context(open_image(path))
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
             files.append(_validate_file(rec, img, ref, noise_for(img), seed, data_range))
-    keys = [k for k in files[0] if k not in ("path", "reference", "noise")]
-    return {"run": str(run), "noise_spec": noise or "recorded", **{k: float(np.mean([f[k] for f in files])) for k in keys},
+    keys = [k for k in files[0] if k not in ("path", "reference", "noise", "warning")]
+    return {"run": str(run), "noise_spec": noise or "recorded", **{k: _mean_or_none([f[k] for f in files]) for k in keys},
             "files": files}
+
+
+def _mean_or_none(values: list) -> float | None:
+    """The mean of the values that exist (an estimated PSNR is missing where the risk estimate was not positive)."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel, seed: int,
@@ -346,13 +353,16 @@ def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm
         y = img.frame(i)
         mse, xhat = rec.risk(y, nm, seed=s + i)
         r = data_range or default_data_range(img.dtype, y)
-        row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(max(mse, 1e-30), r)}
+        row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(mse, r) if mse > 0 else None}
         if ref is not None:
             x = np.asarray(ref.frame(i), np.float64)
             rr = data_range or default_data_range(ref.dtype, x)
             row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
         rows.append(row)
-    entry = {"path": str(img.path), "noise": nm.to_dict(), **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
+    entry = {"path": str(img.path), "noise": nm.to_dict(), **{k: _mean_or_none([r[k] for r in rows]) for k in rows[0]}}
+    if entry["estimated_mse"] <= 0:
+        entry["warning"] = ("the risk estimate is not positive, so the noise model overstates this file's noise "
+                            "(see `sslrecon noise`, or pass --noise)")
     if ref is not None:
         entry["reference"] = str(ref.path)
     return entry

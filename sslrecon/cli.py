@@ -103,9 +103,12 @@ def validate(run: RunArg, inputs: Inputs,
     """
     doc = api.validate(run, inputs, reference=reference, data_range=data_range, noise=noise, tile_size=tile_size,
                        device=device, glob=glob, stdin=sys.stdin if "-" in inputs else None)
-    lines = [f"{f['path']}\testimated_psnr {f['estimated_psnr']:.2f}" + (f"\tpsnr {f['psnr']:.2f}\tssim {f['ssim']:.4f}" if "psnr" in f else "")
-             for f in doc["files"]]
-    lines.append(f"mean\testimated_psnr {doc['estimated_psnr']:.2f}" + (f"\tpsnr {doc['psnr']:.2f}\tssim {doc['ssim']:.4f}" if "psnr" in doc else ""))
+    def est(v):
+        return f"{v:.2f}" if v is not None else "n/a"
+
+    lines = [f"{f['path']}\testimated_psnr {est(f['estimated_psnr'])}" + (f"\tpsnr {f['psnr']:.2f}\tssim {f['ssim']:.4f}" if "psnr" in f else "")
+             + (f"\twarning: {f['warning']}" if "warning" in f else "") for f in doc["files"]]
+    lines.append(f"mean\testimated_psnr {est(doc['estimated_psnr'])}" + (f"\tpsnr {doc['psnr']:.2f}\tssim {doc['ssim']:.4f}" if "psnr" in doc else ""))
     _emit(doc, json_out, lines)
 
 

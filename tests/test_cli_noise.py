@@ -92,3 +92,18 @@ def test_validate_reuses_the_recorded_noise_unless_overridden(trained_auto, tiny
     own = {f["path"].rsplit("/", 1)[-1]: f["noise"] for f in json.loads(out)["files"]}
     assert own["cells.tif"] != doc["noise"]  # re-estimated from the file itself
     assert from_dict(own["cells.tif"]).name in ("gaussian", "pg", "poisson", "corr")
+
+
+def test_validate_flags_a_noise_model_that_overstates_the_noise(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    run_dir = tmp_path / "n2s"
+    code, _, err = run(["fit", data / "img0.mrc", "-o", run_dir, "--loss", "n2s", *TINY], capsys)
+    assert code == 0, err
+    # a J-invariant rule's risk is |f(y) - y|^2 - variance: negative when the variance is overstated
+    args = ["validate", run_dir, data / "img0.mrc", "--noise", "gaussian:sigma=1000", "--device", "cpu"]
+    code, out, err = run([*args, "--json"], capsys)
+    assert code == 0, err
+    f = json.loads(out)["files"][0]
+    assert f["estimated_mse"] < 0 and f["estimated_psnr"] is None and "overstates" in f["warning"]
+    code, out, _ = run(args, capsys)
+    assert code == 0 and "estimated_psnr n/a" in out and "warning" in out

@@ -51,7 +51,10 @@ class NoiseModel:
         mean in its place lets a network earn divergence credit at zero-count pixels that carry no
         noise: on low-count data the risk estimate then runs to minus infinity.)"""
         pg = self.as_pg()
-        return pg.gain * (y - pg.offset) + pg.sigma**2
+        w = pg.gain * (y - pg.offset) + pg.sigma**2
+        # Without read noise a value below the dark level cannot come from the model (a clipped floor
+        # under a fitted offset): it gets no weight rather than a negative one.
+        return torch.where(torch.as_tensor(pg.sigma, device=y.device) > 0, w, w.clamp_min(0))
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
