@@ -29,7 +29,8 @@ from .io.base import atomic_output
 from .losses import LOSSES, build_loss
 from .models import UNet, UNetConfig
 from .noise import AutoNoise, analyze_noise, estimate_noise, parse_noise
-from .noise.models import NoiseModel
+from .noise.estimate import central_crop
+from .noise.models import NoiseModel, from_dict
 from .noise.models import stack as stack_noise
 from .physics import Denoising
 
@@ -111,8 +112,6 @@ def _recorded_noise(state: dict, override: str | None):
     if override is not None:
         given = parse_noise(override)
         return lambda img: file_noise(given, img)
-    from .noise.models import from_dict
-
     per_file = {Path(p).resolve(): from_dict(m) for p, m in state.get("noise_per_file", {}).items()}
     pooled = from_dict(state["noise"])
     return lambda img: per_file.get(Path(img.path).resolve(), pooled)
@@ -141,7 +140,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
     for i, p in enumerate(paths):
         with open_image(p) as img:
             files.append({"path": str(p), **analyze_noise(_sample_frames([img]), offset=offset).to_dict()})
-            samples.extend(np.array(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
+            samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
     pooled = analyze_noise(samples, offset=offset)
     doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model),
            "files": files}

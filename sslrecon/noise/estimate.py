@@ -62,11 +62,15 @@ SLOPE_RATIO = 1.5      # variance growth over the brightness range that signals 
 MIN_GROWTH, SLOPE_Z = 1.1, 8.0  # or a smaller growth with a slope this many standard errors from zero
 
 
-def _crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
-    f = np.asarray(frame, dtype=np.float64)
-    h, w = f.shape
+def central_crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
+    """The central `side` x `side` part of a frame, in its own dtype (all the estimators look at)."""
+    h, w = np.shape(frame)
     r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return f[r0 : r0 + side, c0 : c0 + side]
+    return np.array(frame[r0 : r0 + side, c0 : c0 + side])
+
+
+def _crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
+    return central_crop(frame, side).astype(np.float64)
 
 
 def _box_sum(a: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -197,8 +201,7 @@ def detect_clipping(frames: list[np.ndarray]) -> Clipping:
     them and twice the next value's count (an 8-bit floor or a saturated detector), or, for integer
     data, where any share of pixels (1e-5) sits on the type's limit (255 for uint8). Looks at the
     central crops the estimators use."""
-    crops = [np.asarray(f)[tuple(slice(max(0, (n - MAX_SIDE) // 2), max(0, (n - MAX_SIDE) // 2) + MAX_SIDE)
-                                 for n in np.shape(f))] for f in frames]
+    crops = [central_crop(f) for f in frames]
     values, counts = np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
     n = int(counts.sum())
     kind = crops[0].dtype if len({c.dtype for c in crops}) == 1 else None
