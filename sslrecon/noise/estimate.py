@@ -548,7 +548,6 @@ class NoiseReport:
     clipping: Clipping
     fit: MeanVarianceFit | None
     correlation: Correlation
-    gaussian_sigma: float | None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -583,7 +582,7 @@ class NoiseReport:
                             "lag1_by_brightness_tercile": self.correlation.lag1_terciles,
                             "blocks": self.correlation.blocks, "significant": self.correlation.significant,
                             "autocorrelation": acf.round(4).tolist()},
-            "gaussian_sigma": self.gaussian_sigma, "notes": list(self.notes),
+            "notes": list(self.notes),
         }
 
 
@@ -593,7 +592,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
     eight standard errors from zero, else correlated Gaussian when the
     lag-1 noise correlation exceeds 0.1 at every brightness, else white Gaussian. `offset` (data units), when known,
     separates read noise from the dark level."""
-    frames = [np.asarray(f) for f in frames]
+    frames = [central_crop(f) for f in frames]  # read once (frames may be memory-mapped), in their own dtype
     if not frames:
         raise ValueError("no frames to estimate noise from")
     clip = detect_clipping(frames)
@@ -628,15 +627,15 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
         growth = v_hi / max(v_lo, 1e-300) if v_hi > 0 and v_lo > 0 else (np.inf if v_hi > 0 else 0.0)
         if fit.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and fit.slope >= SLOPE_Z * fit.slope_se)):
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
-            return NoiseReport(model, "signal-dependent", clip, fit, corr, None, notes)
+            return NoiseReport(model, "signal-dependent", clip, fit, corr, notes)
         if corr.significant:
             used = fit.bin_used
             level = float(np.sqrt(max(np.average(fit.bin_var[used], weights=fit.bin_count[used]), 1e-300)))
             kernel = kernel_from_autocorrelation(corr.acf)
             model = Correlated(sigma=level, kernel=tuple(map(tuple, kernel.tolist())))
-            return NoiseReport(model, "correlated", clip, fit, corr, None, notes)
+            return NoiseReport(model, "correlated", clip, fit, corr, notes)
     g = estimate_gaussian(frames)
-    return NoiseReport(g, "gaussian", clip, fit, corr, g.sigma, notes)
+    return NoiseReport(g, "gaussian", clip, fit, corr, notes)
 
 
 def _signal_dependent(a: float, b: float, offset: float | None, notes: list[str]) -> NoiseModel:

@@ -73,9 +73,8 @@ class NoiseModel:
         """This model for data normalised as `(x - shift) / scale`."""
         raise NotImplementedError
 
-    @property
-    def signal_dependent(self) -> bool:
-        return False
+    #: Whether the variance depends on the signal (Poisson, Poisson-Gaussian, gamma).
+    signal_dependent: ClassVar[bool] = False
 
     def mean_sigma(self, y: torch.Tensor) -> float:
         """Root-mean-square noise level over `y`: the scale for Monte-Carlo probes and recorruptions."""
@@ -123,9 +122,7 @@ class Poisson(NoiseModel):
     gain: float
     offset: float = 0.0
 
-    @property
-    def signal_dependent(self):
-        return True
+    signal_dependent: ClassVar[bool] = True
 
     def variance(self, x):
         return self.gain * (x - self.offset).clamp_min(0)
@@ -150,9 +147,7 @@ class PoissonGaussian(NoiseModel):
     sigma: float
     offset: float = 0.0
 
-    @property
-    def signal_dependent(self):
-        return True
+    signal_dependent: ClassVar[bool] = True
 
     def variance(self, x):
         return self.gain * (x - self.offset).clamp_min(0) + self.sigma**2
@@ -181,9 +176,7 @@ class Gamma(NoiseModel):
     looks: float
     offset: float = 0.0
 
-    @property
-    def signal_dependent(self):
-        return True
+    signal_dependent: ClassVar[bool] = True
 
     def variance(self, x):
         return (x - self.offset).clamp_min(0) ** 2 / self.looks
