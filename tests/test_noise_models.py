@@ -13,6 +13,7 @@ from sslrecon.noise.models import (
     Gamma,
     from_dict,
     kernel_from_autocorrelation,
+    kernel_from_psd,
     stack,
 )
 
@@ -215,7 +216,8 @@ def _spec_error(spec) -> str:
     ("gamma:offset=3", "lacks looks"), ("gamma:sigma=3", "bad parameter"),
     ("corr:sigma=1,size=4", "odd whole number"), ("corr:sigma=1,size=0", "odd whole number"),
     ("corr:sigma=1,size=2.5", "odd whole number"), ("corr:sigma=1,size=abc", "odd whole number"),
-    ("corr:sigma=1", "one of kernel=FILE or size=N"), ("corr:sigma=1,size=3,kernel=k.npy", "one of kernel"),
+    ("corr:sigma=1", "exactly one of kernel=FILE, size=N or psd=FILE"),
+    ("corr:sigma=1,size=3,kernel=k.npy", "exactly one of"), ("corr:sigma=1,psd=p.npy,size=3", "exactly one of"),
     ("corr:size=3", "lacks sigma"), ("corr:sigma=0,size=3", "sigma must be"), ("corr:sigma=1,gain=2", "bad parameter"),
 ])
 def test_parse_errors_of_new_forms(spec, expect):
@@ -260,6 +262,85 @@ def test_kernel_from_autocorrelation():
     np.testing.assert_allclose(Correlated(2.0, k).covariance(5), truth.covariance(5), atol=0.1)
     with pytest.raises(ValueError):
         kernel_from_autocorrelation(np.ones((4, 4)))
+
+
+GAUSS5 = np.exp(-np.arange(-2, 3) ** 2 / 2)
+# symmetric, anisotropic, and with a non-negative spectrum (a product of two): its own zero-phase root
+SMOOTH = np.pad(np.outer(GAUSS5, [1.0, 2.0, 1.0]), ((0, 0), (1, 1)))
+
+
+def centred_psd(kernel, shape):
+    """The power spectrum of `kernel` on a `shape` grid, zero frequency at (H // 2, W // 2)."""
+    return np.fft.fftshift(np.abs(np.fft.fft2(kernel, s=shape)) ** 2)
+
+
+def save(path, a):
+    np.save(path, a) if path.suffix == ".npy" else np.savetxt(path, a)
+    return path
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (31, 31), (24, 17)], ids=["even", "odd", "non-square"])
+@pytest.mark.parametrize("ext", [".npy", ".txt"])
+def test_psd_round_trips_to_its_kernel(tmp_path, shape, ext):
+    path = save(tmp_path / f"psd{ext}", centred_psd(SMOOTH, shape) * 123.0)  # the scale of a spectrum is irrelevant
+    model = parse_noise(f"corr:sigma=2,psd={path}")
+    assert model.sigma == 2.0 and model.side == 5
+    np.testing.assert_allclose(np.asarray(model.kernel), SMOOTH / np.sqrt((SMOOTH**2).sum()), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (33, 27)])
+def test_psd_model_has_the_covariance_of_its_spectrum(tmp_path, shape):
+    """A smooth anisotropic spectrum (a kernel with long tails, cropped at 99.9% of its energy): the model's
+    autocovariance is the inverse transform of the spectrum, scaled to sigma^2 at lag 0."""
+    fy = (np.arange(shape[0]) - shape[0] // 2) / shape[0]
+    fx = (np.arange(shape[1]) - shape[1] // 2) / shape[1]
+    psd = np.exp(-(fy[:, None] / 0.12) ** 2 - (fx[None, :] / 0.25) ** 2)
+    acf = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(psd)).real)
+    cy, cx = shape[0] // 2, shape[1] // 2
+    expect = 4.0 * acf[cy - 2:cy + 3, cx - 2:cx + 3] / acf[cy, cx]
+    assert expect[3, 2] > 3.0 and expect[2, 3] < 2.5  # longer correlation along y than x: catches swapped axes
+    model = parse_noise(f"corr:sigma=2,psd={save(tmp_path / 'psd.npy', psd)}")
+    assert model.side <= 15
+    np.testing.assert_allclose(model.covariance(5), expect, atol=0.01 * 4.0)
+    k = kernel_from_psd(psd, max_side=31, energy=1 - 1e-12)  # uncropped: closer
+    np.testing.assert_allclose(Correlated(2.0, k).covariance(5), expect, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (8, 8), (9, 6)])
+def test_flat_psd_is_white_noise(tmp_path, shape):
+    assert parse_noise(f"corr:sigma=1.5,psd={save(tmp_path / 'flat.txt', np.full(shape, 7.0))}") \
+        == parse_noise("corr:sigma=1.5,size=1") == Correlated(1.5, ((1.0,),))
+
+
+def test_kernel_from_psd_crops_and_validates():
+    narrow = np.exp(-(np.arange(-16, 16) / 3.0) ** 2)  # a wide kernel: cropped at max_side
+    k = kernel_from_psd(np.outer(narrow, narrow), max_side=9)
+    assert k.shape == (9, 9) and np.isclose((k**2).sum(), 1.0) and np.allclose(k, k[::-1, ::-1])
+    assert kernel_from_psd(np.outer(narrow, narrow), max_side=9, energy=0.5).shape[0] < 9
+    for bad in (np.ones(5), np.ones((2, 3, 3)), -np.ones((3, 3)), np.full((3, 3), np.nan)):
+        with pytest.raises(ValueError):
+            kernel_from_psd(bad)
+    with pytest.raises(ValueError):
+        kernel_from_psd(np.zeros((4, 4)))
+
+
+def test_psd_file_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.npy"
+    line = _spec_error(f"corr:sigma=1,psd={missing}")
+    assert str(missing) in line and "not found" in line and "psd=FILE" in line
+    ok = np.ones((5, 5))
+    cases = {"flat.npy": (np.ones(5), "not 2-D"), "cube.npy": (np.ones((3, 3, 3)), "not 2-D"),
+             "small.txt": (np.ones((2, 5)), "at least 3 x 3"), "nan.txt": (np.where(np.eye(5) > 0, np.nan, ok), "non-finite"),
+             "inf.npy": (np.where(np.eye(5) > 0, np.inf, ok), "non-finite"), "neg.txt": (ok - 2 * np.eye(5), "negative"),
+             "zero.npy": (np.zeros((4, 4)), "all zeros")}
+    for name, (arr, expect) in cases.items():
+        path = save(tmp_path / name, arr)
+        line = _spec_error(f"corr:sigma=1,psd={path}")
+        assert str(path) in line and expect in line and "power spectrum" in line, line
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("1 2 3\nfoo bar\n")
+    line = _spec_error(f"corr:sigma=1,psd={garbage}")
+    assert str(garbage) in line and "cannot read the power spectrum" in line
 
 
 def test_stack_of_same_class_keeps_the_class():

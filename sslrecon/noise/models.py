@@ -307,12 +307,40 @@ def kernel_from_autocorrelation(acf: np.ndarray) -> np.ndarray:
     m = acf.shape[0]
     n = 4 * m + 1  # fine spectral sampling: little aliasing of the (longer) zero-phase kernel
     power = np.fft.fft2(np.fft.ifftshift(np.pad(acf, (n - m) // 2))).real
-    k = np.fft.fftshift(np.fft.ifft2(np.sqrt(power.clip(0))).real)
-    c, h = n // 2, m // 2
-    k = k[c - h:c + h + 1, c - h:c + h + 1]
+    return _unit_centre(np.fft.fftshift(np.fft.ifft2(np.sqrt(power.clip(0))).real), m)
+
+
+def kernel_from_psd(psd: np.ndarray, max_side: int = 15, energy: float = 0.999) -> np.ndarray:
+    """The symmetric (zero-phase) kernel whose |FFT|^2 is the 2-D power spectrum `psd`, cropped to the smallest odd
+    square around its centre (side at most `max_side`) holding at least `energy` of its sum of squares, with unit
+    sum of squares.
+
+    `psd` is non-negative, of any shape, with the zero frequency at the centre, index (H // 2, W // 2), as
+    `np.fft.fftshift(abs(np.fft.fft2(noise)) ** 2)` gives; only its shape matters, not its scale. The kernel is
+    `fftshift(real(ifft2(ifftshift(sqrt(psd)))))`, zero lag at (H // 2, W // 2); on an even axis the first sample,
+    the lag of half the period (its own mirror image), is dropped so that the zero lag is in the middle."""
+    psd = np.asarray(psd, dtype=float)
+    if psd.ndim != 2 or not (np.isfinite(psd).all() and (psd >= 0).all()):
+        raise ValueError(f"the power spectrum must be a 2-D array of non-negative finite values (shape {psd.shape})")
+    k = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(np.sqrt(psd))).real)
+    k = k[1 - k.shape[0] % 2:, 1 - k.shape[1] % 2:]
+    iy, ix = np.indices(k.shape)
+    ring = np.maximum(abs(iy - k.shape[0] // 2), abs(ix - k.shape[1] // 2))  # half-side of the smallest square
+    held = np.cumsum(np.bincount(ring.ravel(), (k**2).ravel()))
+    h = min(int(np.searchsorted(held, energy * held[-1])), (max_side - 1) // 2)
+    return _unit_centre(k, 2 * h + 1)
+
+
+def _unit_centre(k: np.ndarray, side: int) -> np.ndarray:
+    """The centred `side` x `side` part (odd side) of a kernel with odd sides, zero-padded where the kernel is
+    smaller, scaled to unit sum of squares."""
+    h = side // 2
+    k = np.pad(k, h)
+    cy, cx = k.shape[0] // 2, k.shape[1] // 2
+    k = k[cy - h:cy + h + 1, cx - h:cx + h + 1]
     ss = (k**2).sum()
     if not ss > 0:
-        raise ValueError("the autocorrelation has no positive power")
+        raise ValueError("the spectrum has no positive power")
     return k / np.sqrt(ss)
 
 

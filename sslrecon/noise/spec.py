@@ -1,11 +1,14 @@
 """Parsing `--noise` specifications: `gaussian:sigma=V`, `poisson:gain=V[,offset=V]`,
-`pg:gain=V,sigma=V[,offset=V]`, `gamma:looks=V[,offset=V]`, `corr:sigma=V,kernel=FILE` or
-`corr:sigma=V,size=N` (data units), or `auto[:offset=V]` (estimated from the measurements; a known
-dark level separates the offset from the read noise, which the measurements alone cannot).
+`pg:gain=V,sigma=V[,offset=V]`, `gamma:looks=V[,offset=V]`, `corr:sigma=V,kernel=FILE`,
+`corr:sigma=V,size=N` or `corr:sigma=V,psd=FILE` (data units), or `auto[:offset=V]` (estimated from the
+measurements; a known dark level separates the offset from the read noise, which the measurements alone cannot).
 
 A correlated-noise kernel comes from a file (`.npy`, or text that numpy.loadtxt reads) holding a square
-2-D array with an odd side, or is an N x N box (`size=N`: white noise averaged over N x N neighbourhoods);
-either way it is normalised so that `sigma` is the per-pixel standard deviation."""
+2-D array with an odd side, or is an N x N box (`size=N`: white noise averaged over N x N neighbourhoods),
+or comes from a 2-D power spectrum in such a file (`psd=FILE`: any shape of at least 3 x 3, non-negative, zero
+frequency at the centre, index (H // 2, W // 2), as `numpy.fft.fftshift(abs(numpy.fft.fft2(noise)) ** 2)` gives;
+see `models.kernel_from_psd`); either way it is normalised so that `sigma` is the per-pixel standard deviation
+(of a spectrum only the shape matters)."""
 from __future__ import annotations
 
 import math
@@ -15,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NoiseSpecError
-from .models import MODELS, Correlated, NoiseModel
+from .models import MODELS, Correlated, NoiseModel, kernel_from_psd
 
 FORMS = ("gaussian:sigma=V, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], "
-         "corr:sigma=V,kernel=FILE, corr:sigma=V,size=N, or auto[:offset=V]")
+         "corr:sigma=V,kernel=FILE, corr:sigma=V,size=N, corr:sigma=V,psd=FILE, or auto[:offset=V]")
 _POSITIVE = {"sigma", "gain", "looks"}
 _KERNEL_FIX = "give a .npy file, or a text file numpy.loadtxt reads, holding a square 2-D array with an odd side"
+_PSD_FIX = ("give a .npy file, or a text file numpy.loadtxt reads, holding a 2-D power spectrum of at least 3 x 3 "
+            "non-negative finite values, not all zero, zero frequency at the centre")
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,16 @@ def parse(spec: str) -> NoiseModel | AutoNoise:
     cls = MODELS[name]
     allowed = {f.name: f for f in fields(cls)}
     if cls is Correlated:
-        allowed["size"] = None
+        allowed["size"] = allowed["psd"] = None
     values: dict[str, float] = {}
-    kernel_args: dict[str, str] = {}  # kernel=FILE or size=N, read once the numbers are checked
+    kernel_args: dict[str, str] = {}  # kernel=FILE, size=N or psd=FILE, read once the numbers are checked
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, val = item.partition("=")
         key = key.strip().lower()
         if not eq or key not in allowed:
             raise NoiseSpecError(f"bad parameter '{item}' in --noise '{spec}' (the {name} model takes "
                                  f"{', '.join(allowed)})", fix=f"use {FORMS}")
-        if key in ("kernel", "size"):
+        if key in ("kernel", "size", "psd"):
             kernel_args[key] = val.strip()
             continue
         try:
@@ -68,9 +73,11 @@ def parse(spec: str) -> NoiseModel | AutoNoise:
         raise NoiseSpecError(f"--noise '{spec}' lacks {', '.join(missing)}", fix=f"use {FORMS}")
     if cls is Correlated:
         if len(kernel_args) != 1:
-            raise NoiseSpecError(f"--noise '{spec}' needs one of kernel=FILE or size=N", fix=f"use {FORMS}")
-        values["kernel"] = _read_kernel(kernel_args["kernel"]) if "kernel" in kernel_args \
-            else _box(kernel_args["size"], spec)
+            raise NoiseSpecError(f"--noise '{spec}' needs exactly one of kernel=FILE, size=N or psd=FILE",
+                                 fix=f"use {FORMS}")
+        [(key, val)] = kernel_args.items()
+        kernel = _box(val, spec) if key == "size" else _read_array(val, key)
+        values["kernel"] = kernel_from_psd(kernel) if key == "psd" else kernel
     return cls(**values)
 
 
@@ -101,22 +108,27 @@ def _box(val: str, spec: str) -> np.ndarray:
     return np.ones((int(n), int(n)))
 
 
-def _read_kernel(val: str) -> np.ndarray:
+def _read_array(val: str, key: str) -> np.ndarray:
+    """The kernel (`key` 'kernel') or power spectrum ('psd') in a .npy file or a text file numpy.loadtxt reads."""
+    what, fix = ("kernel", _KERNEL_FIX) if key == "kernel" else ("power spectrum", _PSD_FIX)
     path = Path(val).expanduser()
     if not path.is_file():
-        raise NoiseSpecError("kernel file not found", path=path,
-                             fix="check the path in kernel=FILE, or use corr:sigma=V,size=N for a box kernel")
+        raise NoiseSpecError(f"{what} file not found", path=path,
+                             fix=f"check the path in {key}=FILE, or use corr:sigma=V,size=N for a box kernel")
     try:
-        k = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
-        k = np.asarray(k, dtype=float)
+        a = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
+        a = np.asarray(a, dtype=float)
     except (OSError, ValueError, TypeError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise NoiseSpecError(f"cannot read the kernel ({reason})", path=path, fix=_KERNEL_FIX) from None
-    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
-        raise NoiseSpecError(f"the kernel has shape {k.shape}, not a square with an odd side", path=path,
-                             fix=_KERNEL_FIX)
-    if not np.isfinite(k).all():
-        raise NoiseSpecError("the kernel holds non-finite values (nan or inf)", path=path, fix=_KERNEL_FIX)
-    if not k.any():
-        raise NoiseSpecError("the kernel is all zeros", path=path, fix=_KERNEL_FIX)
-    return k
+        raise NoiseSpecError(f"cannot read the {what} ({reason})", path=path, fix=fix) from None
+    if key == "kernel" and (a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] % 2 == 0):
+        raise NoiseSpecError(f"the kernel has shape {a.shape}, not a square with an odd side", path=path, fix=fix)
+    if key == "psd" and (a.ndim != 2 or min(a.shape) < 3):
+        raise NoiseSpecError(f"the power spectrum has shape {a.shape}, not 2-D of at least 3 x 3", path=path, fix=fix)
+    if not np.isfinite(a).all():
+        raise NoiseSpecError(f"the {what} holds non-finite values (nan or inf)", path=path, fix=fix)
+    if key == "psd" and (a < 0).any():
+        raise NoiseSpecError("the power spectrum holds negative values", path=path, fix=fix)
+    if not a.any():
+        raise NoiseSpecError(f"the {what} is all zeros", path=path, fix=fix)
+    return a
