@@ -11,21 +11,30 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   patches shrinks the noise too; the factor by which it does is measured once on simulated white
   noise and divided out, so pure noise gives an unbiased estimate.
 - `mean_variance(frames)`: a local mean-variance fit `Var = slope * mean + intercept` in the spirit
-  of Foi et al. (2008). On the finest Haar level the diagonal coefficients HH carry the noise (the
-  expectation of HH^2 is the local noise variance for independent noise), the horizontal and
-  vertical details LH/HL say how textured a place is, and the 8x8 local mean says how bright. For
-  white Gaussian noise the four Haar sub-bands are independent, so choosing places by LH/HL does
-  not bias HH. Places are binned by brightness; in each bin only places whose LH/HL energy is what
-  noise alone gives are kept, and a line is fitted to the bins by weighted least squares. Clipping
-  (an 8-bit floor, saturation) is detected, places touching it are left out, and only bins at
+  of Foi et al. (2008). A first fit uses the finest Haar level: the diagonal coefficients HH carry
+  the noise (E[HH^2] is the local noise variance for independent noise), LH/HL say how textured a
+  place is, the 8x8 local mean how bright; in each brightness bin only places whose LH/HL energy is
+  what noise alone gives are kept. Pixel-scale texture as strong as the noise still inflates HH
+  (on natural images at 1000 photons the gain ran 2x high), so for white noise each bin's variance
+  is then measured again, as in `gaussian_sigma`, by principal components of d x d patches of that
+  brightness (Liu, Tanaka & Okutomi 2014 do this per intensity): a patch is kept when the ring of
+  pixels around it is flat for noise of the bin's current variance. The ring does not overlap the
+  patch, so the choice does not bias the patch's noise and no shrink calibration is needed, except
+  for the spread of the smallest eigenvalues of a few-sample covariance (`SAMPLE_SHRINK`). Clipping
+  (an 8-bit floor, saturation) is detected, patches touching it are left out, and only bins at
   least two noise standard deviations from a clipping level are fitted. The fit is scored on a
-  held-out half of the image area (a checkerboard of blocks): R^2 and the variance error.
+  held-out half of the image area (a checkerboard of blocks): R^2 and the variance error. The
+  intercept's standard error is reported: read noise is an extrapolation when the darkest data
+  have a variance many times its own.
 - `correlation(frames, variance_of, clip)`: the noise autocorrelation at lags up to 2 from flat
-  8x8 blocks, each normalised by its predicted noise level. Correlated noise makes HH under-read
+  8x8 blocks (flat by the gradient energy of the ring around them, so fine texture nearby rules a
+  block out), each normalised by its predicted noise level. Correlated noise makes HH under-read
   the marginal variance by `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, which the fit divides out.
 
-Pixel-scale texture that is as strong as the noise cannot be told from it in one image: on natural
-images at high signal-to-noise ratio the fitted gain runs high (benchmarks/noise_estimation.py).
+Pixel-scale texture that is as strong as the noise cannot always be told from it in one image: on
+natural images at 1000 photons the fitted gain runs up to 10 % high, and up to 40 % where the
+image's own grain passes the correlated-noise test and the Haar path is used
+(benchmarks/noise_estimation.py).
 
 `analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
 Offset and read noise are not separately identifiable from a mean-variance relation (both move its
@@ -254,7 +263,8 @@ def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Place
 class MeanVarianceFit:
     slope: float
     intercept: float
-    slope_se: float           # standard error of the slope
+    slope_se: float           # standard errors of the slope and the intercept
+    intercept_se: float
     r2: float                 # weighted R^2 of the fit on the bins it was fitted to
     r2_heldout: float         # R^2 of the same line on bins from the held-out half
     bin_mean: np.ndarray
@@ -270,10 +280,148 @@ class MeanVarianceFit:
         return self.slope * np.asarray(mean) + self.intercept
 
     def to_dict(self) -> dict:
-        return {"slope": self.slope, "slope_se": self.slope_se, "intercept": self.intercept, "r2": self.r2,
+        return {"slope": self.slope, "slope_se": self.slope_se, "intercept": self.intercept,
+                "intercept_se": self.intercept_se, "r2": self.r2,
                 "r2_heldout": self.r2_heldout,
                 "bins": [{"mean": float(m), "variance": float(v), "count": int(n), "used": bool(u)}
                          for m, v, n, u in zip(self.bin_mean, self.bin_var, self.bin_count, self.bin_used)]}
+
+
+# --- per-brightness principal components (white noise) -------------------------------------------
+
+RING = 2               # width of the frame around a patch whose flatness selects it
+RING_QUANTILE = 0.5    # keep patches whose frame is flatter than noise alone makes it half of the time
+SITE_STRIDE = 2        # patch positions on every other row and column
+MAX_BIN_PATCHES = 20_000
+SITE_BLOCK = 32        # checkerboard blocks (pixels) that split the area into a fitted and a held-out half
+
+
+@dataclass
+class _Sites:
+    """d x d patch positions of all frames: frame index, top-left corner, the patch mean, the gradient
+    energy of the ring around it, whether it touches a clipping level, and its half (0/1)."""
+
+    d: int
+    images: list[np.ndarray]
+    frame: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    mean: np.ndarray
+    ring: np.ndarray
+    clipped: np.ndarray
+    half: np.ndarray
+
+
+def _ring_energy(img: np.ndarray, d: int, m: int = RING) -> np.ndarray:
+    """Gradient energy of the m-wide frame around every d x d patch that has one (differences touching
+    the patch left out), indexed by the patch's top-left corner minus (m, m)."""
+    D = d + 2 * m
+    dx, dy = np.diff(img, axis=1) ** 2, np.diff(img, axis=0) ** 2
+    nr, nc = img.shape[0] - D + 1, img.shape[1] - D + 1
+    outer = _box_sum(dx, D, D - 1)[:nr, :nc] + _box_sum(dy, D - 1, D)[:nr, :nc]
+    inner = _box_sum(dx, d, d + 1)[m : m + nr, m - 1 : m - 1 + nc] + _box_sum(dy, d + 1, d)[m - 1 : m - 1 + nr, m : m + nc]
+    return outer - inner
+
+
+@cache
+def _ring_threshold(d: int) -> float:
+    """RING_QUANTILE of the ring energy of unit white noise (simulated once)."""
+    n = np.random.default_rng(1234).standard_normal((512, 512))
+    return float(np.quantile(_ring_energy(n, d), RING_QUANTILE))
+
+
+def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
+    parts = []
+    for k, g in enumerate(images):
+        if min(g.shape) < d + 2 * RING + 8:
+            continue
+        ring = _ring_energy(g, d)[::SITE_STRIDE, ::SITE_STRIDE]
+        r, c = np.indices(ring.shape)
+        r, c = r * SITE_STRIDE + RING, c * SITE_STRIDE + RING
+        mean = _box_sum(g, d, d)[r, c] / (d * d)
+        at_clip = np.zeros(g.shape)
+        if clip.low is not None:
+            at_clip += g <= clip.low
+        if clip.high is not None:
+            at_clip += g >= clip.high
+        clipped = _box_sum(at_clip, d, d)[r, c] > 0
+        half = (r // SITE_BLOCK + c // SITE_BLOCK) % 2
+        parts.append((np.full(r.size, k), r.ravel(), c.ravel(), mean.ravel(), ring.ravel(), clipped.ravel(), half.ravel()))
+    if not parts:
+        return None
+    return _Sites(d, images, *(np.concatenate([p[i] for p in parts]) for i in range(7)))
+
+
+def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator) -> float:
+    if len(idx) > MAX_BIN_PATCHES:
+        idx = rng.choice(idx, MAX_BIN_PATCHES, replace=False)
+    p = np.concatenate([sliding_window_view(s.images[k], (s.d, s.d))[s.row[i], s.col[i]].reshape(-1, s.d * s.d)
+                        for k in np.unique(s.frame[idx]) for i in [idx[s.frame[idx] == k]]])
+    p = p - p.mean(0)
+    return _trailing_mean(p.T @ p / len(p)) / _sample_shrink(len(p), s.d * s.d)
+
+
+#: Mean `_trailing_mean` of the sample covariance of n = 2^7 ... 2^17 independent unit Gaussian vectors
+#: of 25 and 49 entries (simulated, standard error 0.001; `_simulated_shrink` recomputes any entry):
+#: with few samples the smallest eigenvalues spread below the true variance (Marchenko-Pastur).
+SAMPLE_SHRINK = {
+    25: (0.7084, 0.8468, 0.9207, 0.9546, 0.9747, 0.9831, 0.9893, 0.9937, 0.9960, 0.9975, 0.9981),
+    49: (0.4283, 0.6889, 0.8395, 0.9197, 0.9591, 0.9784, 0.9897, 0.9930, 0.9950, 0.9971, 0.9989),
+}
+
+
+def _sample_shrink(n: int, dim: int) -> float:
+    """`SAMPLE_SHRINK` interpolated in log2(n) (17 % for 500 7x7 patches, 2 % for 4000)."""
+    table = SAMPLE_SHRINK.get(dim)
+    if table is None:
+        return _simulated_shrink(round(2 ** (round(4 * np.log2(n)) / 4)), dim)
+    return float(np.interp(np.log2(n), np.arange(7, 7 + len(table)), table))
+
+
+@cache
+def _simulated_shrink(n: int, dim: int, reps: int | None = None) -> float:
+    rng = np.random.default_rng(n)
+    out = []
+    for _ in range(reps or max(8, 2_000_000 // n)):
+        x = rng.standard_normal((n, dim))
+        x -= x.mean(0)
+        out.append(_trailing_mean(x.T @ x / n))
+    return float(np.mean(out))
+
+
+def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, start):
+    """Per brightness bin: mean, noise variance and count of the patches used. For each patch size the
+    variance starts from `start(mean)` and is iterated: patches whose surrounding ring is flat for
+    noise of that variance are kept and their covariance's trailing eigenvalues give the next one.
+    The ring does not overlap the patch, so for independent noise selecting on it does not bias the
+    patch's noise; texture inside the patch only raises the leading eigenvalues. The smaller of the
+    patch sizes' estimates is kept (texture only inflates them)."""
+    nb = len(edges) - 1
+    mu, var, cnt = np.full(nb, np.nan), np.full(nb, np.nan), np.zeros(nb, int)
+    rng = np.random.default_rng(0)
+    for s, ok in zip(sites, sel):
+        which = np.searchsorted(edges, s.mean, side="right") - 1
+        thr = _ring_threshold(s.d)
+        for b in range(nb):
+            i = np.flatnonzero(ok & (which == b))
+            if len(i) < 10 * s.d * s.d:
+                continue
+            v = float(start(s.mean[i].mean()))
+            j = i
+            for _ in range(8):
+                j = i[s.ring[i] < thr * max(v, 1e-300)]
+                if len(j) < 10 * s.d * s.d:
+                    break
+                new = _site_variance(s, j, rng)
+                done = abs(new - v) <= 1e-3 * abs(v)
+                v = new
+                if done:
+                    break
+            if len(j) < 10 * s.d * s.d or v <= 0:
+                continue
+            if np.isnan(var[b]) or v < var[b]:
+                mu[b], var[b], cnt[b] = s.mean[j].mean(), v, len(j)
+    return mu, var, cnt
 
 
 #: 99th percentile of chi^2_32 / 32: the texture statistic (mean of 32 squared detail coefficients
@@ -329,13 +477,17 @@ def _wls(mu, var, cnt):
     return float(a), float(b)
 
 
-def _slope_se(mu, var, cnt) -> float:
-    """Standard error of the WLS slope, taking each bin's variance as a mean of `cnt` squared
-    Gaussian coefficients (its variance `2 var^2 / cnt`)."""
+def _standard_errors(mu, var, cnt) -> tuple[float, float]:
+    """Standard errors of the WLS slope and intercept, taking each bin's variance as a mean of `cnt`
+    squared Gaussian coefficients (its variance `2 var^2 / cnt`), inflated by the bins' scatter about
+    the line where that exceeds it (texture and selection vary from bin to bin)."""
     w = cnt / (2 * np.maximum(var, 1e-300) ** 2)
     A = np.stack([mu, np.ones_like(mu)], 1)
     cov = np.linalg.pinv(A.T @ (A * w[:, None]))
-    return float(np.sqrt(max(cov[0, 0], 0.0)))
+    a, b = cov @ (A.T @ (w * var))
+    if len(mu) > 2:
+        cov = cov * max(1.0, float(np.sum(w * (var - a * mu - b) ** 2)) / (len(mu) - 2))
+    return float(np.sqrt(max(cov[0, 0], 0.0))), float(np.sqrt(max(cov[1, 1], 0.0)))
 
 
 def _r2(mu, var, cnt, a, b) -> float:
@@ -347,19 +499,41 @@ def _r2(mu, var, cnt, a, b) -> float:
 
 def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: np.ndarray | None = None,
                   _places_cache: _Places | None = None) -> MeanVarianceFit:
-    """Fit `Var = slope * mean + intercept` (see the module docstring)."""
+    """Fit `Var = slope * mean + intercept` (see the module docstring). Without `acf` (white noise) the
+    bins' variances come from principal components of patches (`_pca_binned`, robust to texture),
+    started from the Haar fit; with it, from Haar HH corrected for the correlation."""
     clip = clip if clip is not None else detect_clipping(frames)
     pl = _places_cache if _places_cache is not None else _places(frames, clip)
     factors = subband_factors(acf) if acf is not None else (1.0, 1.0)
     ok = ~pl.clipped
     if ok.sum() < 64 * BINS:
         raise ValueError("too few unclipped places to fit a mean-variance relation")
-    edges = np.quantile(pl.mean[ok], np.linspace(0, 1, BINS + 1))
-    edges[-1] = np.nextafter(edges[-1], np.inf)
-    mu, var, cnt = _binned(pl, ok, edges, *factors)
+    edges = _edges(pl.mean[ok], BINS)
+
+    def haar_bins(half=None):
+        return _binned(pl, ok if half is None else ok & (pl.half == half), edges, *factors)
+
+    bins = haar_bins
+    mu, var, cnt = bins()
     used = cnt > 0
     if used.sum() < 3:
         raise ValueError("too few smooth places to fit a mean-variance relation")
+    if acf is None:  # white noise: per-brightness principal components, started from the Haar fit
+        a0, b0 = _wls(mu[used], var[used], cnt[used])
+        images = [_crop(f) for f in frames]
+        sites = [s for s in (_sites(images, clip, d) for d in PATCHES) if s is not None]
+        if sites:
+            n_ok = int((~sites[0].clipped).sum())
+            p_edges = _edges(sites[0].mean[~sites[0].clipped], min(BINS, n_ok // 4000))
+
+            def pca_bins(half=None):
+                sel = [~s.clipped if half is None else ~s.clipped & (s.half == half) for s in sites]
+                return _pca_binned(sites, sel, p_edges, lambda m: max(a0 * m + b0, 1e-3 * abs(b0) + 1e-300))
+
+            if len(p_edges) > 3:
+                p_mu, p_var, p_cnt = pca_bins()
+                if (p_cnt > 0).sum() >= 3:
+                    bins, (mu, var, cnt), used = pca_bins, (p_mu, p_var, p_cnt), p_cnt > 0
     a, b = _wls(mu[used], var[used], cnt[used])
     if clip.detected:  # drop bins within 2 (else 1) noise sd of a clipping level, then refit
         sd = np.sqrt(np.maximum(a * mu + b, 1e-300))
@@ -375,16 +549,25 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
             raise ValueError("too little of the data lies away from the clipping levels to fit noise")
         used = keep
     # fit on one half of the area, score on the other, then fit the model on all of it
-    mu0, var0, cnt0 = _binned(pl, ok & (pl.half == 0), edges, *factors)
-    mu1, var1, cnt1 = _binned(pl, ok & (pl.half == 1), edges, *factors)
+    mu0, var0, cnt0 = bins(0)
+    mu1, var1, cnt1 = bins(1)
     u = used & (cnt0 > 0) & (cnt1 > 0)
     r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u], var0[u], cnt0[u])) if u.sum() >= 3 else float("nan")
     a, b = _wls(mu[used], var[used], cnt[used])
     fitted = pl.mean[ok]
     lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
-    return MeanVarianceFit(slope=a, intercept=b, slope_se=_slope_se(mu[used], var[used], cnt[used]), r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
+    slope_se, intercept_se = _standard_errors(mu[used], var[used], cnt[used])
+    return MeanVarianceFit(slope=a, intercept=b, slope_se=slope_se, intercept_se=intercept_se,
+                           r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
                            bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, heldout_mean=mu1[u],
                            heldout_var=var1[u], mean_lo=float(lo_hi[0]), mean_hi=float(lo_hi[1]))
+
+
+def _edges(means: np.ndarray, n: int) -> np.ndarray:
+    """`n` brightness bins holding equal shares of `means`."""
+    edges = np.quantile(means, np.linspace(0, 1, n + 1))
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    return edges
 
 
 # --- correlation ----------------------------------------------------------------------------------
@@ -480,8 +663,9 @@ def _unbias(obs: np.ndarray, R: np.ndarray, block: int) -> np.ndarray:
 def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: int = 8) -> Correlation:
     """Noise autocorrelation (2*LAGS+1 square, centre 1) from the flattest 8x8 blocks.
 
-    Blocks are ranked by how much the means of their 8 neighbouring blocks spread (smooth
-    surroundings; independent of the block's own noise, so the choice does not bias it); a
+    Blocks are ranked by the gradient energy of the 2-pixel ring around them relative to the noise
+    predicted at their neighbours' mean brightness (fine texture around a block usually continues
+    into it; the ring does not touch the block's own noise, so the choice does not bias it); a
     least-squares plane is removed from each (smooth shading), residuals are divided by the
     predicted noise sd (`variance_of(mean)`) and products at each lag averaged. Removing the plane
     biases those averages in a way that depends only on the true correlation, which is recovered
@@ -497,7 +681,10 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
             continue
         nb = np.stack([gm[1 + dy : gm.shape[0] - 1 + dy, 1 + dx : gm.shape[1] - 1 + dx]
                        for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-        rough, means = nb.var(0).ravel(), nb.mean(0).ravel()
+        means = nb.mean(0).ravel()
+        ring = _ring_energy(g, block, RING)  # fine texture around each block, which its own noise does not touch
+        rough = ring[block - RING : block * (gm.shape[0] - 1) - RING : block,
+                     block - RING : block * (gm.shape[1] - 1) - RING : block].ravel()
         blocks = grid[1:-1, 1:-1].reshape(-1, block, block)
         var = variance_of(means)
         ok = var > 0
@@ -627,6 +814,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
         growth = v_hi / max(v_lo, 1e-300) if v_hi > 0 and v_lo > 0 else (np.inf if v_hi > 0 else 0.0)
         if fit.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and fit.slope >= SLOPE_Z * fit.slope_se)):
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
+            _note_read_noise_precision(model, fit, notes)
             return NoiseReport(model, "signal-dependent", clip, fit, corr, notes)
         if corr.significant:
             used = fit.bin_used
@@ -652,6 +840,17 @@ def _signal_dependent(a: float, b: float, offset: float | None, notes: list[str]
         return PoissonGaussian(gain=a, sigma=float(np.sqrt(b)), offset=0.0)
     notes.append(f"negative intercept: read noise taken as 0 and the dark level as {-b / a:g}")
     return Poisson(gain=a, offset=-b / a)
+
+
+def _note_read_noise_precision(model: NoiseModel, fit: MeanVarianceFit, notes: list[str]) -> None:
+    """Say so when the intercept, hence the read noise, is poorly determined: where the darkest data
+    fitted have a variance many times the read noise's, the intercept is a long extrapolation."""
+    pg = model.as_pg()
+    s2 = float(pg.sigma) ** 2
+    if s2 > 0 and fit.intercept_se > 0.2 * s2:
+        dark = float(fit.predict(np.nanmin(fit.bin_mean[fit.bin_used])))
+        notes.append(f"read noise poorly determined: sigma^2 = {s2:.4g} +- {fit.intercept_se:.2g} "
+                     f"(the darkest data fitted have a noise variance of {dark:.4g}: a dark frame or --offset helps)")
 
 
 def estimate_auto(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseModel:
