@@ -346,7 +346,8 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
             at_clip += g >= clip.high
         clipped = _box_sum(at_clip, d, d)[r, c] > 0
         half = (r // SITE_BLOCK + c // SITE_BLOCK) % 2
-        parts.append((np.full(r.size, k), r.ravel(), c.ravel(), mean.ravel(), ring.ravel(), clipped.ravel(), half.ravel()))
+        parts.append((np.full(r.size, k, np.int32), r.ravel().astype(np.int32), c.ravel().astype(np.int32),
+                      mean.ravel(), ring.ravel(), clipped.ravel(), half.ravel().astype(np.int8)))
     if not parts:
         return None
     return _Sites(d, images, *(np.concatenate([p[i] for p in parts]) for i in range(7)))
