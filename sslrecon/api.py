@@ -82,10 +82,17 @@ def _normalization(images: list[ImageFile]) -> Normalization:
                                      count=sum(img.n_frames for img in images))
 
 
-def _sample_frames(images: list[ImageFile], limit: int = 16) -> list[np.ndarray]:
-    frames = [(img, i) for img in images for i in range(img.n_frames)]
-    pick = np.linspace(0, len(frames) - 1, num=min(limit, len(frames))).round().astype(int)
-    return [frames[j][0].frame(frames[j][1]) for j in sorted(set(pick.tolist()))]
+NOISE_FRAMES = 16  # frames a noise estimate looks at, spread evenly over the files
+
+
+def _spread(slots: list, limit: int = NOISE_FRAMES) -> list:
+    """At most `limit` of `slots`, evenly spread, in order."""
+    pick = np.linspace(0, len(slots) - 1, num=min(limit, len(slots))).round().astype(int)
+    return [slots[j] for j in sorted(set(pick.tolist()))]
+
+
+def _sample_frames(images: list[ImageFile]) -> list[np.ndarray]:
+    return [img.frame(i) for img, i in _spread([(img, i) for img in images for i in range(img.n_frames)])]
 
 
 def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel:
@@ -99,11 +106,10 @@ def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel:
 def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel]]:
     """The noise model of the whole set (reported) and of each file (used), in data units."""
     given = parse_noise(spec)
-    if isinstance(given, AutoNoise):
-        pooled = estimate_noise(_sample_frames(images), offset=given.offset)
-    else:
-        pooled = given
-    return pooled, [file_noise(given, img) for img in images]
+    per_file = [file_noise(given, img) for img in images]
+    if isinstance(given, AutoNoise) and len(images) > 1:  # one file: its own estimate is the pooled one
+        return estimate_noise(_sample_frames(images), offset=given.offset), per_file
+    return (per_file[0] if isinstance(given, AutoNoise) else given), per_file
 
 
 def _recorded_noise(state: dict, override: str | None):
@@ -133,15 +139,15 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
     if plot is not None:
         check_output(Path(plot), overwrite=overwrite, inputs=tuple(paths))
     shapes = _check_all(paths)
-    slots = [(i, j) for i, (n, _) in enumerate(shapes) for j in range(n)]
-    pick = set(np.linspace(0, len(slots) - 1, num=min(16, len(slots))).round().astype(int).tolist())
-    pooled_slots = {slots[k] for k in pick}
-    files, samples = [], []
+    pooled_slots = set(_spread([(i, j) for i, (n, _) in enumerate(shapes) for j in range(n)]))
+    files, samples, reports = [], [], []
     for i, p in enumerate(paths):
         with open_image(p) as img:
-            files.append({"path": str(p), **analyze_noise(_sample_frames([img]), offset=offset).to_dict()})
-            samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
-    pooled = analyze_noise(samples, offset=offset)
+            reports.append(analyze_noise(_sample_frames([img]), offset=offset))
+            files.append({"path": str(p), **reports[-1].to_dict()})
+            if len(paths) > 1:  # one file: the pooled frames are its own, and so is the report
+                samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
+    pooled = analyze_noise(samples, offset=offset) if samples else reports[0]
     doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model),
            "files": files}
     if plot is not None:

@@ -120,3 +120,25 @@ def test_noise_models_that_cannot_share_a_batch_are_refused_before_training(tiny
     code, _, err = run(["fit", data, "-o", tmp_path / "run", *TINY], capsys)
     assert code == 2 and err.count("\n") == 1 and "--noise" in err
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_one_file_is_analysed_once(tiny_data, monkeypatch):
+    """For a single file the pooled frames are the file's own: its report serves as the pooled one,
+    in the noise verb and in fit's auto estimate, instead of the same analysis running twice."""
+    from sslrecon import api
+
+    data, _ = tiny_data
+    one = min(p for p in data.iterdir() if p.is_file())
+    calls = []
+    real = api.analyze_noise
+    monkeypatch.setattr(api, "analyze_noise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    doc = api.noise([str(one)])
+    assert len(calls) == 1 and doc["spec"] == doc["files"][0]["spec"]
+    calls.clear()
+    assert len(api.noise([str(data)])["files"]) == 3 and len(calls) == 3 + 1  # each file, then the pool
+    estimates = []
+    real_est = api.estimate_noise
+    monkeypatch.setattr(api, "estimate_noise", lambda *a, **k: estimates.append(1) or real_est(*a, **k))
+    with api.open_image(one) as img:
+        pooled, per_file = api.noise_models("auto", [img])
+    assert len(estimates) == 1 and pooled == per_file[0]

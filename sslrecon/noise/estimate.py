@@ -119,13 +119,18 @@ def _trailing_mean(cov: np.ndarray) -> float:
     return float(lam[-1])
 
 
-def _patch_variance(patches: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> float:
-    idx = np.flatnonzero(keep)
-    if len(idx) > MAX_PATCHES:
-        idx = rng.choice(idx, MAX_PATCHES, replace=False)
-    p = patches[idx]
+def _at_most(idx: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(idx, limit, replace=False) if len(idx) > limit else idx
+
+
+def _pca_variance(p: np.ndarray) -> float:
+    """Noise variance of patches `p` (one per row): the trailing mean of their covariance's eigenvalues."""
     p = p - p.mean(0)
     return _trailing_mean(p.T @ p / len(p))
+
+
+def _patch_variance(patches: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> float:
+    return _pca_variance(patches[_at_most(idx, MAX_PATCHES, rng)])
 
 
 @cache
@@ -134,7 +139,7 @@ def _white_noise_calibration(d: int, q: float) -> tuple[float, float]:
     n = np.random.default_rng(1234).standard_normal((768, 768))
     energy = _gradient_energy(n, d).ravel()
     thr = float(np.quantile(energy, q))
-    shrink = _patch_variance(sliding_window_view(n, (d, d)).reshape(-1, d * d), energy < thr,
+    shrink = _patch_variance(sliding_window_view(n, (d, d)).reshape(-1, d * d), np.flatnonzero(energy < thr),
                              np.random.default_rng(0))
     return thr, shrink
 
@@ -144,17 +149,27 @@ def _pca_sigma(img: np.ndarray, d: int, iterations: int) -> float:
     energy = _gradient_energy(img, d).ravel()
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE)
     rng = np.random.default_rng(0)
-    var = _patch_variance(patches, np.ones(len(energy), bool), rng)
+    var = _patch_variance(patches, np.arange(len(energy)), rng)
+    var, _ = _fixed_point(var, lambda v: np.flatnonzero(energy < thr * v),
+                          lambda keep: _patch_variance(patches, keep, rng) / shrink, 10 * d * d, iterations)
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def _fixed_point(var: float, select, measure, min_count: int, iterations: int) -> tuple[float, np.ndarray | None]:
+    """Iterate `var = measure(select(var))` (keep what noise of variance `var` makes flat, re-measure) to
+    a relative change of 1e-3. Returns the variance and the last selection, None where a selection held
+    fewer than `min_count` items (the variance is then the last one measured)."""
+    keep = None
     for _ in range(iterations):
-        keep = energy < thr * var
-        if keep.sum() < 10 * d * d:
-            break
-        new = _patch_variance(patches, keep, rng) / shrink
-        done = abs(new - var) <= 1e-3 * var
+        keep = select(max(var, 1e-300))
+        if len(keep) < min_count:
+            return var, None
+        new = measure(keep)
+        done = abs(new - var) <= 1e-3 * abs(var)
         var = new
         if done:
             break
-    return float(np.sqrt(max(var, 0.0)))
+    return var, keep
 
 
 def gaussian_sigma(frame: np.ndarray, iterations: int = 10) -> float:
@@ -190,6 +205,15 @@ class Clipping:
     @property
     def detected(self) -> bool:
         return self.low is not None or self.high is not None
+
+    def mask(self, g: np.ndarray) -> np.ndarray:
+        """Where `g` sits at a clipping level."""
+        at = np.zeros(g.shape, bool)
+        if self.low is not None:
+            at |= g <= self.low
+        if self.high is not None:
+            at |= g >= self.high
+        return at
 
     def to_dict(self) -> dict:
         return {"detected": self.detected, "low": self.low, "high": self.high,
@@ -245,14 +269,9 @@ def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Place
         ll, lh, hl, hh = haar(g)
         mean = _box_mean_same(ll / 2, 4)  # 8 x 8 pixel local mean
         texture = _box_mean_same(lh**2 + hl**2, TEXTURE_BOX)
-        at_clip = np.zeros(g.shape, bool)
-        if clip.low is not None:
-            at_clip |= g <= clip.low
-        if clip.high is not None:
-            at_clip |= g >= clip.high
-        a = at_clip[: ll.shape[0] * 2, : ll.shape[1] * 2]
-        blocks = (a[0::2, 0::2] | a[0::2, 1::2] | a[1::2, 0::2] | a[1::2, 1::2])
-        clipped = blocks  # the 2x2 block itself touches a clipping level (bins near one are dropped later)
+        a = clip.mask(g)[: ll.shape[0] * 2, : ll.shape[1] * 2]
+        # the 2x2 block itself touches a clipping level (bins near one are dropped later)
+        clipped = a[0::2, 0::2] | a[0::2, 1::2] | a[1::2, 0::2] | a[1::2, 1::2]
         r, c = np.indices(ll.shape)
         half = ((r // block + c // block) % 2).astype(np.int8)
         parts.append((mean, texture, hh**2, clipped, half))
@@ -339,12 +358,7 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
         r, c = np.indices(ring.shape)
         r, c = r * SITE_STRIDE + RING, c * SITE_STRIDE + RING
         mean = _box_sum(g, d, d)[r, c] / (d * d)
-        at_clip = np.zeros(g.shape)
-        if clip.low is not None:
-            at_clip += g <= clip.low
-        if clip.high is not None:
-            at_clip += g >= clip.high
-        clipped = _box_sum(at_clip, d, d)[r, c] > 0
+        clipped = _box_sum(clip.mask(g).astype(np.float64), d, d)[r, c] > 0
         half = (r // SITE_BLOCK + c // SITE_BLOCK) % 2
         parts.append((np.full(r.size, k, np.int32), r.ravel().astype(np.int32), c.ravel().astype(np.int32),
                       mean.ravel(), ring.ravel(), clipped.ravel(), half.ravel().astype(np.int8)))
@@ -354,12 +368,10 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
 
 
 def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator) -> float:
-    if len(idx) > MAX_BIN_PATCHES:
-        idx = rng.choice(idx, MAX_BIN_PATCHES, replace=False)
+    idx = _at_most(idx, MAX_BIN_PATCHES, rng)
     p = np.concatenate([sliding_window_view(s.images[k], (s.d, s.d))[s.row[i], s.col[i]].reshape(-1, s.d * s.d)
                         for k in np.unique(s.frame[idx]) for i in [idx[s.frame[idx] == k]]])
-    p = p - p.mean(0)
-    return _trailing_mean(p.T @ p / len(p)) / _sample_shrink(len(p), s.d * s.d)
+    return _pca_variance(p) / _sample_shrink(len(p), s.d * s.d)
 
 
 #: Mean `_trailing_mean` of the sample covariance of n = 2^7 ... 2^17 independent unit Gaussian vectors
@@ -382,12 +394,7 @@ def _sample_shrink(n: int, dim: int) -> float:
 @cache
 def _simulated_shrink(n: int, dim: int, reps: int | None = None) -> float:
     rng = np.random.default_rng(n)
-    out = []
-    for _ in range(reps or max(8, 2_000_000 // n)):
-        x = rng.standard_normal((n, dim))
-        x -= x.mean(0)
-        out.append(_trailing_mean(x.T @ x / n))
-    return float(np.mean(out))
+    return float(np.mean([_pca_variance(rng.standard_normal((n, dim))) for _ in range(reps or max(8, 2_000_000 // n))]))
 
 
 def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, start):
@@ -402,27 +409,21 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
     rng = np.random.default_rng(0)
     for s, ok in zip(sites, sel):
         which = np.searchsorted(edges, s.mean, side="right") - 1
-        thr = _ring_threshold(s.d)
         for b in range(nb):
             i = np.flatnonzero(ok & (which == b))
             if len(i) < 10 * s.d * s.d:
                 continue
-            v = float(start(s.mean[i].mean()))
-            j = i
-            for _ in range(8):
-                j = i[s.ring[i] < thr * max(v, 1e-300)]
-                if len(j) < 10 * s.d * s.d:
-                    break
-                new = _site_variance(s, j, rng)
-                done = abs(new - v) <= 1e-3 * abs(v)
-                v = new
-                if done:
-                    break
-            if len(j) < 10 * s.d * s.d or v <= 0:
-                continue
-            if np.isnan(var[b]) or v < var[b]:
+            v, j = _bin_variance(s, i, float(start(s.mean[i].mean())), rng)
+            if j is not None and v > 0 and (np.isnan(var[b]) or v < var[b]):
                 mu[b], var[b], cnt[b] = s.mean[j].mean(), v, len(j)
     return mu, var, cnt
+
+
+def _bin_variance(s: _Sites, i: np.ndarray, start: float, rng: np.random.Generator):
+    """The fixed point of ring selection and PCA over the sites `i` of one bin, and the sites kept."""
+    thr = _ring_threshold(s.d)
+    return _fixed_point(start, lambda v: i[s.ring[i] < thr * v], lambda j: _site_variance(s, j, rng),
+                        10 * s.d * s.d, 8)
 
 
 #: 99th percentile of chi^2_32 / 32: the texture statistic (mean of 32 squared detail coefficients
@@ -688,11 +689,7 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
                      block - RING : block * (gm.shape[1] - 1) - RING : block].ravel()
         blocks = grid[1:-1, 1:-1].reshape(-1, block, block)
         var = variance_of(means)
-        ok = var > 0
-        if clip.low is not None:
-            ok &= ~(blocks <= clip.low).any((1, 2))
-        if clip.high is not None:
-            ok &= ~(blocks >= clip.high).any((1, 2))
+        ok = (var > 0) & ~clip.mask(blocks).any((1, 2))
         blocks, rough, means, var = blocks[ok], rough[ok], means[ok], var[ok]
         if len(blocks) < 8:
             continue

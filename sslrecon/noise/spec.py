@@ -60,14 +60,7 @@ def parse(spec: str) -> NoiseModel | AutoNoise:
         if key in ("kernel", "size", "psd"):
             kernel_args[key] = val.strip()
             continue
-        try:
-            v = float(val)
-        except ValueError:
-            raise NoiseSpecError(f"'{val}' is not a number in --noise '{spec}'", fix=f"use {FORMS}") from None
-        if not math.isfinite(v) or (key in _POSITIVE and v <= 0):
-            raise NoiseSpecError(f"{key} must be a finite{' positive' if key in _POSITIVE else ''} number "
-                                 f"in --noise '{spec}'", fix=f"use {FORMS}")
-        values[key] = v
+        values[key] = _number(key, val, spec)
     missing = [k for k, f in allowed.items() if f and k != "kernel" and k not in values and f.default is MISSING]
     if missing:
         raise NoiseSpecError(f"--noise '{spec}' lacks {', '.join(missing)}", fix=f"use {FORMS}")
@@ -87,13 +80,20 @@ def _parse_auto(spec: str, rest: str) -> AutoNoise:
         key, eq, val = item.partition("=")
         if key.strip().lower() != "offset" or not eq:
             raise NoiseSpecError(f"bad parameter '{item}' in --noise '{spec}' (auto takes offset)", fix=f"use {FORMS}")
-        try:
-            offset = float(val)
-        except ValueError:
-            raise NoiseSpecError(f"'{val}' is not a number in --noise '{spec}'", fix=f"use {FORMS}") from None
-        if not math.isfinite(offset):
-            raise NoiseSpecError(f"offset must be finite in --noise '{spec}'", fix=f"use {FORMS}")
+        offset = _number("offset", val, spec)
     return AutoNoise(offset)
+
+
+def _number(key: str, val: str, spec: str) -> float:
+    """The value of `key=val`: a finite number, positive for sigma, gain and looks."""
+    try:
+        v = float(val)
+    except ValueError:
+        raise NoiseSpecError(f"'{val}' is not a number in --noise '{spec}'", fix=f"use {FORMS}") from None
+    if not math.isfinite(v) or (key in _POSITIVE and v <= 0):
+        raise NoiseSpecError(f"{key} must be a finite{' positive' if key in _POSITIVE else ''} number "
+                             f"in --noise '{spec}'", fix=f"use {FORMS}")
+    return v
 
 
 def _box(val: str, spec: str) -> np.ndarray:
