@@ -124,10 +124,10 @@ def _recorded_noise(state: dict, override: str | None):
 
 
 def auto_loss(noise: NoiseModel) -> str:
-    """The loss `--loss auto` picks for a noise model: SURE for white Gaussian and (Poisson-)Gaussian
-    noise (its divergence weighted by the pixel's own variance), SURE with the covariance for
+    """The loss `--loss auto` picks for a noise model: Poisson-Gaussian SURE for signal-dependent
+    (Poisson, Poisson-Gaussian) noise, SURE for white Gaussian noise and, with the covariance, for
     correlated Gaussian noise, Noise2Self for noise no risk estimator here models (gamma)."""
-    return next((name for name in ("sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
+    return next((name for name in ("pg-sure", "sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
 
 
 def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | None = None, plot: str | Path | None = None,
@@ -171,7 +171,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     if cfg.loss == "auto":
         cfg = replace(cfg, loss=auto_loss(noise))
     for p, m in zip(paths, per_file):
-        if not LOSSES[cfg.loss].supports(m):
+        if not LOSSES[cfg.loss].supports(m):  # (a loss that learns the noise takes any model as its start)
             raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
                               fix=f"use --loss {auto_loss(m)} or --loss auto")
     per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
@@ -181,10 +181,13 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
 
+    loss = build_loss(cfg.loss, **cfg.loss_options)
+
     def physics_for(sources: list[int]) -> Denoising:
+        if loss.learns_noise:  # the loss's current estimate, in training and validation alike
+            return Denoising(loss.noise_model())
         return Denoising(stack_noise([per_file_n[s] for s in sources], device))
 
-    loss = build_loss(cfg.loss, **cfg.loss_options)
     with torch.random.fork_rng(devices=[]):  # initial weights from the run seed, global stream untouched
         torch.manual_seed(cfg.seed)
         model = UNet(UNetConfig(width=cfg.width, depth=cfg.depth))
@@ -199,6 +202,8 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     if val_regions:
         vy, vsources = PatchSampler(val_regions, cfg.patch_size, norm).fixed_batch(VAL_PATCHES, cfg.seed)
         val_batch = (vy.to(device), vsources)
+    if loss.learns_noise:
+        loss.initialise(noise.rescaled(norm.shift, norm.scale), sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3)[0])
     meta = {
         "package": __version__, "config": cfg.to_dict(), "inputs": [str(p) for p in paths],
         "noise": noise.to_dict(), "noise_normalized": noise.rescaled(norm.shift, norm.scale).to_dict(),
@@ -206,14 +211,35 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         "model_config": model.config.to_dict(), "loss": cfg.loss, "loss_options": loss.options(),
         "modality": "denoising", "patch_size": sampler.p,
     }
+
+    def make_state() -> dict:
+        """The plain-data part of a checkpoint and of config.json; a loss that learns the noise records its
+        current model as the run's (what reconstruct and validate use), the given or estimated one as the start."""
+        if not loss.learns_noise:
+            return dict(meta)
+        learned = loss.noise_model()
+        in_data = to_data_units(learned, norm).to_dict()
+        return {**meta, "noise": in_data, "noise_learned": in_data, "noise_normalized": learned.to_dict(),
+                "noise_per_file": {}, "noise_initial": meta["noise"]}
+
+    def report() -> dict:
+        return {"noise_learned": make_state()["noise_learned"]} if loss.learns_noise else {}
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(make_state(), indent=2) + "\n")
     summary = train(model=model, loss=loss, sampler=sampler, val_batch=val_batch, physics_for=physics_for,
                     steps=cfg.steps,
                     batch_size=cfg.batch_size, lr=cfg.lr, val_every=cfg.val_every, seed=cfg.seed, run_dir=out,
-                    device=device, make_state=lambda: dict(meta), resume=resume, progress=progress,
-                    to_data_units=norm.scale**2)
-    return {"run": str(out), "device": str(device), **meta, **summary}
+                    device=device, make_state=make_state, resume=resume, progress=progress,
+                    to_data_units=norm.scale**2, report=report)
+    final = make_state()
+    (out / "config.json").write_text(json.dumps(final, indent=2) + "\n")
+    return {"run": str(out), "device": str(device), **final, **summary}
+
+
+def to_data_units(model: NoiseModel, norm: Normalization) -> NoiseModel:
+    """A noise model in normalised units mapped back to the data's units (the inverse of `rescaled`)."""
+    return model.rescaled(-norm.shift / norm.scale, 1 / norm.scale)
 
 
 def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig(), resume: bool = False,

@@ -16,7 +16,7 @@ from . import __version__, api
 from .config import RunConfig
 from .errors import SslreconError
 from .io import OUTPUT_DTYPES
-from .losses import LOSSES
+from .losses import LOSSES, parse_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Learn to denoise and reconstruct scientific images from the noisy measurements alone.")
@@ -52,6 +52,7 @@ def fit(inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="R
         lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
         width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 32,
         depth: Annotated[int, typer.Option(help="U-Net down-samplings.")] = 3,
+        loss_option: Annotated[Optional[list[str]], typer.Option("--loss-option", help="KEY=VALUE option of the loss, repeatable, e.g. second_order=true (pg-sure), alpha=0.2 (r2r, gr2r-poisson), step=0.02 (unsure, pg-unsure).")] = None,
         device: DeviceOpt = "auto", seed: SeedOpt = 0, glob: GlobOpt = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last.pt.")] = False,
         overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
@@ -61,7 +62,7 @@ def fit(inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="R
     """
     cfg = RunConfig(loss=loss, noise=noise, steps=steps, batch_size=batch_size, patch_size=patch_size,
                     val_fraction=val_fraction, val_every=val_every, lr=lr, width=width, depth=depth, seed=seed,
-                    device=device, glob=glob)
+                    device=device, glob=glob, loss_options=parse_options(loss_option or []))
     doc = api.fit(inputs, out, config=cfg, resume=resume, overwrite=overwrite, progress=True)
     _emit(doc, json_out, [str(Path(doc["run"]) / "model.pt")])
 
@@ -72,7 +73,7 @@ def reconstruct(run: RunArg, inputs: Inputs,
                 tile_size: TileOpt = None,
                 dtype: Annotated[str, typer.Option(help=f"Output dtype: {', '.join(OUTPUT_DTYPES)} (auto: integer inputs become float32, float stays).")] = "auto",
                 noise: Annotated[Optional[str], typer.Option("--noise", help="Override the noise model the run recorded (same forms as fit; auto re-estimates it per file).")] = None,
-                test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r).")] = None,
+                test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r, gr2r-poisson).")] = None,
                 device: DeviceOpt = "auto", glob: GlobOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
     """Apply a trained run to images, one file at a time (tiled), keeping format and metadata.
 

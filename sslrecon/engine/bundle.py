@@ -48,7 +48,7 @@ class Reconstructor:
         return cls(model, loss, norm, device, tile_size)
 
     def _tile(self) -> int:
-        passes = 2 if self.loss.name == "r2r" else 1
+        passes = 2 if "test_samples" in self.loss.options() else 1  # a running average beside each pass
         return self.tile_size or auto_tile_size(self.model.config.width, self.model.multiple, self.device, passes)
 
     def _margin(self) -> int:
@@ -77,8 +77,17 @@ class Reconstructor:
     def risk(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> tuple[float, np.ndarray]:
         """Self-supervised estimate of the MSE of the test-time reconstruction of `frame` against the clean
         frame (data units^2), and that reconstruction (float32, data units), computed once for both."""
-        y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
         physics = self._physics(noise)
+        if self.loss.own_risk:  # the loss's own per-pixel risk map, tiled beside its prediction
+            g = torch.Generator(device=self.device).manual_seed(seed)
+
+            def both(t):
+                return torch.cat(self.loss.predict_and_risk(self.model, t.to(self.device), physics, generator=g), 1)
+
+            pred, risk = tiled_apply(both, self.norm(np.asarray(frame, dtype=np.float32)), tile=self._tile(),
+                                     margin=self._margin(), multiple=self.model.multiple, device=self.device)
+            return float(risk.mean()) * self.norm.scale**2, self.norm.denormalize(pred)
+        y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
 
         def apply(v):
             return torch.from_numpy(self._apply(v[0, 0].numpy(), physics, seed, autocast=False))[None, None]

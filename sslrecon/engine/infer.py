@@ -63,7 +63,8 @@ def _weights(start: int, tile: int, n: int, margin: int, ramp: int) -> torch.Ten
 
 def tiled_apply(fn: Fn, image: np.ndarray, *, tile: int, margin: int, multiple: int,
                 device: torch.device, batch: int = 1) -> np.ndarray:
-    """Apply `fn` ((B,1,h,w) -> (B,1,h,w)) to a 2-D float32 `image` tile by tile; returns float32 (H, W)."""
+    """Apply `fn` ((B,1,h,w) -> (B,C,h,w)) to a 2-D float32 `image` tile by tile; returns float32 (H, W) for one
+    output channel, else (C, H, W)."""
     h, w = image.shape
     ph, pw = (-h) % multiple, (-w) % multiple
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
@@ -84,15 +85,18 @@ def tiled_apply(fn: Fn, image: np.ndarray, *, tile: int, margin: int, multiple: 
         wsum_y[r : r + th] += wy[r]
     for c in cols:
         wsum_x[c : c + tw] += wx[c]
-    out = torch.zeros(H, W, dtype=torch.float32)
+    out = None
     coords = [(r, c) for r in rows for c in cols]
     for i in range(0, len(coords), batch):
         group = coords[i : i + batch]
         tiles = torch.cat([x[..., r : r + th, c : c + tw] for r, c in group]).to(device)
         with torch.no_grad():
             pred = fn(tiles).float().cpu()
+        if out is None:
+            out = torch.zeros(pred.shape[1], H, W, dtype=torch.float32)
         for (r, c), p in zip(group, pred):
-            out[r : r + th, c : c + tw] += p[0] * (wy[r][:, None] * wx[c][None, :]).float()
+            out[:, r : r + th, c : c + tw] += p * (wy[r][:, None] * wx[c][None, :]).float()
     out /= (wsum_y[:, None] * wsum_x[None, :]).float()
-    return out[:h, :w].numpy()
+    out = out[:, :h, :w].numpy()
+    return out[0] if out.shape[0] == 1 else out
 

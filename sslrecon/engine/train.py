@@ -3,7 +3,8 @@
 Adam with a cosine learning-rate schedule (a pure function of the step), autocast (bfloat16) on CUDA
 only, gradient clipping, held-out evaluation every `val_every` steps under `no_grad` + `eval()` (so
 it never changes loss state), `last.pt` at every evaluation for `--resume` and `model.pt` whenever
-the held-out risk estimate improves. One JSON line per evaluation goes to `metrics.jsonl`.
+the held-out risk estimate improves (at every evaluation for a loss that learns the noise model, whose
+risk estimates move with it). One JSON line per evaluation goes to `metrics.jsonl`.
 """
 from __future__ import annotations
 
@@ -56,13 +57,15 @@ def evaluate(model, loss, val_batch, physics_for, seed: int, chunk: int = 8) -> 
 
 def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_size: int, lr: float, val_every: int,
           seed: int, run_dir: Path, device: torch.device, make_state: Callable[[], dict],
-          resume: dict | None = None, progress: bool = True, to_data_units: float = 1.0) -> dict:
+          resume: dict | None = None, progress: bool = True, to_data_units: float = 1.0,
+          report: Callable[[], dict] | None = None) -> dict:
     """Train `model` with `loss` on batches from `sampler`; returns a summary dict.
 
     `physics_for(sources)` returns the physics (with each patch's noise model) of a batch.
     `make_state()` returns the plain-data part of a checkpoint (config, normalisation, noise, ...);
     weights, optimiser, step and RNG state are added here. `to_data_units` converts a normalised MSE
-    to the data's units (scale^2) for logging.
+    to the data's units (scale^2) for logging. `report()` adds fields to each line of `metrics.jsonl` (a loss's
+    learned noise model in data units).
     """
     run_dir = Path(run_dir)
     model.to(device).train()
@@ -111,12 +114,14 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
             if done % val_every == 0 or done == steps:
                 val = evaluate(model, loss, val_batch, physics_for, seed + 2)
                 last_val = val
-                improved = val is None or val < best
+                # a loss that learns the noise scores each evaluation with that step's estimate of it, so
+                # evaluations are not comparable: model.pt follows the latest
+                improved = val is None or loss.learns_noise or val < best
                 if val is not None and improved:
                     best = val
                 rec = {"step": done, "loss": v, "loss_avg": running, "lr": opt.param_groups[0]["lr"],
                        "val_mse": None if val is None else val * to_data_units,
-                       "seconds": round(time.perf_counter() - t0, 3), **out.terms}
+                       "seconds": round(time.perf_counter() - t0, 3), **out.terms, **(report() if report else {})}
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 save("last.pt", done)

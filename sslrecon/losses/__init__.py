@@ -1,18 +1,43 @@
 """Self-supervised losses, keyed by their command-line name."""
 from __future__ import annotations
 
+import inspect
+import json
+
 from ..errors import ConfigError
 from .base import Loss, LossOutput, sure_mse
 from .n2s import Noise2Self
+from .pg import GR2RPoisson, PgSure
 from .r2r import R2RGaussian
 from .sure import SureGaussian
+from .unsure import PgUnsure, Unsure
 
-LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (SureGaussian, R2RGaussian, Noise2Self)}
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (SureGaussian, PgSure, Unsure, PgUnsure, R2RGaussian,
+                                                            GR2RPoisson, Noise2Self)}
 
-__all__ = ["LOSSES", "Loss", "LossOutput", "build_loss", "sure_mse"]
+__all__ = ["LOSSES", "Loss", "LossOutput", "build_loss", "parse_options", "sure_mse"]
 
 
 def build_loss(name: str, **options) -> Loss:
     if name not in LOSSES:
         raise ConfigError(f"unknown loss '{name}'", fix=f"choose --loss from: {', '.join(LOSSES)}")
-    return LOSSES[name](**options)
+    try:
+        return LOSSES[name](**options)
+    except (TypeError, ValueError) as e:
+        known = ", ".join(inspect.signature(LOSSES[name]).parameters) or "none"
+        raise ConfigError(f"bad option for loss {name}: {e}", fix=f"its options are: {known}") from None
+
+
+def parse_options(items: list[str]) -> dict:
+    """`KEY=VALUE` strings (`--loss-option`) as a dict; values are read as JSON where they parse (numbers,
+    true/false), else kept as text."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"loss option '{item}' is not KEY=VALUE", fix="write e.g. --loss-option second_order=true")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options

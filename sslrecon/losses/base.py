@@ -37,6 +37,11 @@ class Loss(nn.Module):
     j_invariant: ClassVar[bool] = False
     #: Noise models (by name) the loss is correct for; None: any.
     models: ClassVar[tuple[str, ...] | None] = None
+    #: True when the loss learns the noise model (`noise_model()`, in normalised units) from the training data.
+    learns_noise: ClassVar[bool] = False
+    #: True when the risk is the loss's own per-pixel estimate (`predict_and_risk`) rather than SURE of `predict`:
+    #: for test-time rules that are not differentiable in the measurement (recorruption by thinning).
+    own_risk: ClassVar[bool] = False
 
     @classmethod
     def supports(cls, noise: NoiseModel) -> bool:
@@ -58,6 +63,10 @@ class Loss(nn.Module):
     def options(self) -> dict:
         """Constructor options (plain data) to rebuild this loss from a checkpoint."""
         return {}
+
+    def predict_and_risk(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """For `own_risk` losses: the test-time prediction and a per-pixel map whose mean is the risk estimate."""
+        raise NotImplementedError
 
     def risk(self, model, y, physics=DENOISING, generator=None) -> torch.Tensor:
         """Per-image estimate of the MSE of `predict` vs the clean image (normalised units), shape (B,)."""

@@ -1,0 +1,130 @@
+"""Losses for Poisson-Gaussian noise with a known model: `pg-sure` and `gr2r-poisson`.
+
+Model: `y = offset + gain * Poisson((x - offset) / gain) + N(0, sigma^2)` (`--noise pg:...`, `poisson:...`, or
+`auto`), in the data's own units and mapped through the training normalisation like every noise model.
+
+`pg-sure`: Poisson-Gaussian unbiased risk estimate (Le Montagner, Angelini & Olivo-Marin 2014). With `u = y - offset`,
+the exact identity `E[(x_i - offset) g(y)] = E[u_i g(y - gain e_i)] - sigma^2 E[d_i g(y - gain e_i)]` (Hudson's
+for the Poisson part, Stein's for the Gaussian) gives the risk `|f(y) - y|^2 - sum(gain u + sigma^2) + 2 sum (gain u +
+sigma^2) d_i f_i` to first order in `gain`, and the second-order term `- sum gain (gain u_i + 2 sigma^2) d_ii f_i`
+(`second_order=True`) takes the Taylor expansion of `f(y - gain e_i)` one step further, which matters at very low
+counts where one photon moves the output. Divergences are Monte-Carlo: a Rademacher probe for the first derivative, and
+for the diagonal second derivative a zero-mean, unit-variance probe with third moment 1 (values `phi`, `-1/phi` of the
+golden ratio), whose product with a central second difference has the diagonal as its expectation. Probe steps are
+`tau * noise level` (`tau2` for the second difference), so the estimate works in any units; an offset and negative
+values are handled exactly (nothing is rounded).
+Cost per step: two network passes (four with the second-order term). Test-time rule: one pass on the measurement.
+
+`gr2r-poisson`: generalised Recorrupted-to-Recorrupted (Monroy, Bacca & Tachella, CVPR 2025) by binomial thinning.
+The counts `k = (y - offset) / gain` are split as `w ~ Binomial(k, alpha)`: `y1 = gain (k - w) / (1 - alpha)` and
+`y2 = gain w / alpha` (plus the offset) are independent given the clean image and both have mean `x`, so
+`E|f(y1) - y2|^2 = E|f(y1) - x|^2 + E|y2 - x|^2`: a Noise2Noise pair from one measurement. Counts that are not
+integers (an estimated gain, a fractional offset) are split by unbiased random rounding, never by silent rounding; a
+negative remainder below the offset is shared by both halves, so each keeps the measurement's mean. Read noise
+(`pg`) uses the shifted-Poisson approximation (Snyder et al. 1993): `k + sigma^2 / gain^2` counts are thinned, which
+matches the mean and variance of Poisson-Gaussian data and is exact without read noise.
+Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits; its risk estimate
+(validation) is the mean over those splits of `|f(y1) - y2|^2 - (gain u + sigma^2) / alpha`, unbiased for the error of a
+single split, an upper bound for that of their average.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..physics import DENOISING
+from .base import Loss, LossOutput, probe_scale
+from .sure import SureGaussian
+
+PHI = (1 + math.sqrt(5)) / 2
+P_PHI = 1 / (1 + PHI**2)  # probability of the value phi: mean 0, variance 1, third moment 1
+
+
+def skewed_probe(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
+    """I.i.d. values `phi` (probability `1 / (1 + phi^2)`) or `-1 / phi`: zero mean, unit variance, third moment 1."""
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return torch.where(u < P_PHI, torch.full_like(u, PHI), torch.full_like(u, -1 / PHI))
+
+
+class PgSure(SureGaussian):
+    name = "pg-sure"
+    models = ("poisson", "pg")
+
+    def __init__(self, tau: float = 0.01, second_order: bool = False, tau2: float = 0.2):
+        super().__init__(tau=tau)
+        self.second_order, self.tau2 = second_order, tau2
+
+    def options(self):
+        return {"tau": self.tau, "second_order": self.second_order, "tau2": self.tau2}
+
+    def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
+        out = super().forward(model, y, physics, generator)
+        if not self.second_order:
+            return out
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            noise = self.noise_of(physics)
+            second = second_order_term(model, y, noise.as_pg(), probe_scale(noise, y, self.tau2), generator)
+        return LossOutput(out.value + second, {**out.terms, "second_order": second.item()})
+
+
+def second_order_term(f, y: torch.Tensor, pg, eps: float, generator=None, dims=None) -> torch.Tensor:
+    """`-mean(gain (gain u + 2 sigma^2) d_ii f_i)` with `u = y - offset`, by one skewed probe and a central second
+    difference of step `eps`; per image when `dims` is given, else over the batch."""
+    d = skewed_probe(y.shape, y, generator)
+    curv = d * (f(y + eps * d) - 2 * f(y) + f(y - eps * d)) / eps**2
+    weight = pg.gain * (pg.gain * (y - pg.offset) + 2 * pg.sigma**2)
+    return -(weight * curv).mean() if dims is None else -(weight * curv).mean(dims)
+
+
+class GR2RPoisson(Loss):
+    name = "gr2r-poisson"
+    models = ("poisson", "pg")
+    own_risk = True
+
+    def __init__(self, alpha: float = 0.15, test_samples: int = 5):
+        super().__init__()
+        if not 0 < alpha < 1:
+            raise ValueError(f"gr2r-poisson needs 0 < alpha < 1, not {alpha}")
+        self.alpha, self.test_samples = alpha, test_samples
+
+    def options(self):
+        return {"alpha": self.alpha, "test_samples": self.test_samples}
+
+    def split(self, y, physics, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target."""
+        pg = self.noise_of(physics).as_pg()
+        shift = pg.sigma**2 / pg.gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
+        counts = (y - pg.offset + shift) / pg.gain
+        whole = counts.clamp_min(0)
+        rest = counts - whole  # the part below zero (read noise under the dark level), shared by both halves
+        floor = whole.floor()
+        k = floor + (torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype) < whole - floor).to(y.dtype)
+        w = torch.binomial(k, torch.full_like(k, self.alpha), generator=generator)
+        base = pg.offset - shift + pg.gain * rest
+        return base + pg.gain * (k - w) / (1 - self.alpha), base + pg.gain * w / self.alpha
+
+    def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
+        y1, y2 = self.split(y, physics, generator)
+        value = ((model(y1) - y2) ** 2).mean()
+        return LossOutput(value, {})
+
+    def predict_and_risk(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test-time rule and a per-pixel map whose mean is the risk estimate (see the module docstring)."""
+        pred, err = torch.zeros_like(y), torch.zeros_like(y)
+        for _ in range(self.test_samples):
+            y1, y2 = self.split(y, physics, generator)
+            fy1 = model(y1)
+            pred += fy1
+            err += (fy1 - y2) ** 2
+        var = self.noise_of(physics).stein_weight(y) / self.alpha
+        return pred / self.test_samples, err / self.test_samples - var
+
+    def predict(self, model, y, physics=DENOISING, generator=None):
+        out = torch.zeros_like(y)
+        for _ in range(self.test_samples):
+            out += model(self.split(y, physics, generator)[0])
+        return out / self.test_samples
+
+    def risk(self, model, y, physics=DENOISING, generator=None):
+        return self.predict_and_risk(model, y, physics, generator)[1].mean(tuple(range(1, y.ndim)))

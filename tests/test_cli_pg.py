@@ -1,0 +1,110 @@
+"""The Poisson-Gaussian losses through the command line: the noise model given, inferred or learned, recorded in the
+run and reused by reconstruct and validate."""
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from .conftest import FMD, TINY, smooth_image
+from .test_cli import run
+
+GAIN, SIGMA, OFFSET = 3.0, 4.0, 100.0
+
+
+@pytest.fixture
+def pg_data(tmp_path):
+    """Three 48x48 float32 TIFFs of Poisson-Gaussian counts (about 5 to 25 photons, offset 100), with references."""
+    d, ref = tmp_path / "pg", tmp_path / "pg_ref"
+    d.mkdir()
+    ref.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        x = OFFSET + GAIN * smooth_image(rng, 48, 48, level=15.0, amp=8.0)
+        y = OFFSET + GAIN * rng.poisson((x - OFFSET) / GAIN) + rng.normal(0, SIGMA, x.shape)
+        tifffile.imwrite(d / f"im{i}.tif", y.astype(np.float32))
+        tifffile.imwrite(ref / f"im{i}.tif", x.astype(np.float32))
+    return d, ref
+
+
+@pytest.mark.parametrize("loss", ["pg-sure", "gr2r-poisson"])
+def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
+    data, ref = pg_data
+    spec = f"pg:gain={GAIN},sigma={SIGMA},offset={OFFSET}"
+    code, out, err = run(["fit", data, "-o", tmp_path / loss, "--loss", loss, "--noise", spec, "--json", *TINY], capsys)
+    assert code == 0, err
+    assert json.loads(out)["noise"] == {"name": "pg", "gain": GAIN, "sigma": SIGMA, "offset": OFFSET}
+    code, out, err = run(["validate", tmp_path / loss, data, "--reference", ref, "--json", "--device", "cpu",
+                          "--tile-size", "32"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert all(np.isfinite(f["estimated_mse"]) and f["psnr"] > 0 for f in doc["files"])
+    code, out, err = run(["reconstruct", tmp_path / loss, data, "-o", tmp_path / f"{loss}_out", "--test-samples", "2",
+                          "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / f"{loss}_out" / "im0.tif").shape == (48, 48)
+
+
+def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsys):
+    data, _ = pg_data
+    out_dir = tmp_path / "unsure"
+    code, out, err = run(["fit", data, "-o", out_dir, "--loss", "pg-unsure", "--json", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    learned, initial = doc["noise_learned"], doc["noise_initial"]
+    assert learned["name"] == "pg" and learned["gain"] > 0 and learned == doc["noise"]
+    assert initial != learned  # started from the estimate, then trained
+    cfg = json.loads((out_dir / "config.json").read_text())
+    assert cfg["noise_learned"] == learned and cfg["noise_per_file"] == {}
+    lines = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["noise_learned"] == learned and lines[0]["noise_learned"] != learned
+    ckpt = torch.load(out_dir / "last.pt", weights_only=True)
+    assert ckpt["noise"] == learned and {"gain", "variance", "offset"} <= ckpt["loss_state"].keys()
+    # --resume continues from the learned multipliers (not a fresh start from the estimate)
+    code, out, err = run(["fit", data, "-o", out_dir, "--resume", "--json", *TINY[:1], "6", *TINY[2:]], capsys)
+    assert code == 0, err
+    resumed = json.loads(out)
+    assert resumed["noise_initial"] == initial
+    g0, g1 = learned["gain"], resumed["noise_learned"]["gain"]
+    assert abs(np.log(g1 / g0)) < 2 * 0.02 + 1e-9  # two more steps move it by at most the ascent step each
+    # validate and reconstruct use the learned model unless --noise overrides
+    code, out, err = run(["validate", out_dir, data, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert all(f["noise"] == resumed["noise_learned"] for f in json.loads(out)["files"])
+
+
+def test_unsure_on_gaussian_data(tiny_data, tmp_path, capsys):
+    data, _ = tiny_data
+    code, out, err = run(["fit", data, "-o", tmp_path / "u", "--loss", "unsure", "--json", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["noise_learned"]["name"] == "gaussian" and doc["noise_learned"]["sigma"] > 0
+
+
+def test_loss_auto_on_real_fmd_frames_trains_pg_sure_with_the_inferred_model(tmp_path, capsys):
+    """Issue 3's check: `fit --noise auto` on the FMD frames uses the inferred Poisson-Gaussian models once a
+    Poisson-Gaussian loss exists, and the checkpoint carries them."""
+    frames = sorted((FMD / "noisy_raw").glob("*.tif"))[:2]
+    code, out, err = run(["fit", *frames, "-o", tmp_path / "fmd", "--loss", "auto", "--json", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["loss"] == "pg-sure" and doc["noise"]["name"] in ("pg", "poisson")
+    ckpt = torch.load(tmp_path / "fmd" / "model.pt", weights_only=True)
+    assert all(m["name"] in ("pg", "poisson") and m["gain"] > 0 for m in ckpt["noise_per_file"].values())
+    assert ckpt["noise_per_file"] == doc["noise_per_file"] and len(doc["noise_per_file"]) == 2
+
+
+def test_loss_options_from_the_command_line(pg_data, tmp_path, capsys):
+    data, _ = pg_data
+    spec = f"pg:gain={GAIN},sigma={SIGMA},offset={OFFSET}"
+    code, out, err = run(["fit", data, "-o", tmp_path / "so", "--loss", "pg-sure", "--noise", spec, "--json",
+                          "--loss-option", "second_order=true", "--loss-option", "tau2=0.3", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["loss_options"]["second_order"] is True and doc["loss_options"]["tau2"] == 0.3
+    assert "second_order" in json.loads((tmp_path / "so" / "metrics.jsonl").read_text().splitlines()[0])
+    for bad in ("nonsense=1", "second_order"):
+        code, _, err = run(["fit", data, "-o", tmp_path / "bad", "--loss", "pg-sure", "--noise", spec,
+                            "--loss-option", bad, *TINY], capsys)
+        assert code == 2 and "loss" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
