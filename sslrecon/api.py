@@ -181,11 +181,12 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
 
-    loss = build_loss(cfg.loss, **cfg.loss_options)
+    learns = LOSSES[cfg.loss].learns_noise
+    loss = build_loss(cfg.loss, **cfg.loss_options, **({"groups": len(paths)} if learns else {}))
 
     def physics_for(sources: list[int]) -> Denoising:
-        if loss.learns_noise:  # the loss's current estimate, in training and validation alike
-            return Denoising(loss.noise_model())
+        if learns:  # the loss's current per-file estimates, in training and validation alike
+            return loss.physics(sources)
         return Denoising(stack_noise([per_file_n[s] for s in sources], device))
 
     with torch.random.fork_rng(devices=[]):  # initial weights from the run seed, global stream untouched
@@ -195,15 +196,19 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         model.load_state_dict(init["model"])
     if resume is not None:
         model.load_state_dict(resume["model"])
-        loss.load_state_dict(resume["loss_state"])
+        try:
+            loss.load_state_dict(resume["loss_state"])
+        except RuntimeError:
+            raise ConfigError(f"the run learned the noise of {len(resume['inputs'])} file(s), not {len(paths)}",
+                              path=out, fix="resume with the same inputs as the run") from None
     train_regions, val_regions = split_regions(images, cfg.val_fraction)
     sampler = PatchSampler(train_regions, cfg.patch_size, norm)
     val_batch = None
     if val_regions:
         vy, vsources = PatchSampler(val_regions, cfg.patch_size, norm).fixed_batch(VAL_PATCHES, cfg.seed)
         val_batch = (vy.to(device), vsources)
-    if loss.learns_noise:
-        loss.initialise(noise.rescaled(norm.shift, norm.scale), sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3)[0])
+    if learns:
+        loss.initialise(per_file_n, *sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3))
     meta = {
         "package": __version__, "config": cfg.to_dict(), "inputs": [str(p) for p in paths],
         "noise": noise.to_dict(), "noise_normalized": noise.rescaled(norm.shift, norm.scale).to_dict(),
@@ -215,15 +220,22 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     def make_state() -> dict:
         """The plain-data part of a checkpoint and of config.json; a loss that learns the noise records its
         current model as the run's (what reconstruct and validate use), the given or estimated one as the start."""
-        if not loss.learns_noise:
+        if not learns:
             return dict(meta)
-        learned = loss.noise_model()
-        in_data = to_data_units(learned, norm).to_dict()
-        return {**meta, "noise": in_data, "noise_learned": in_data, "noise_normalized": learned.to_dict(),
-                "noise_per_file": {}, "noise_initial": meta["noise"]}
+        pooled = loss.pooled_model()
+        in_data = to_data_units(pooled, norm).to_dict()
+        per_file = {str(p): to_data_units(m, norm).to_dict() for p, m in zip(paths, loss.noise_models())}
+        return {**meta, "noise": in_data, "noise_learned": in_data, "noise_normalized": pooled.to_dict(),
+                "noise_per_file": per_file, "noise_initial": meta["noise"],
+                "noise_initial_per_file": meta["noise_per_file"]}
 
     def report() -> dict:
-        return {"noise_learned": make_state()["noise_learned"]} if loss.learns_noise else {}
+        """The learned noise for metrics.jsonl: the mean over files, and each file's for up to 32 files."""
+        if not learns:
+            return {}
+        state = make_state()
+        return {"noise_learned": state["noise_learned"],
+                **({"noise_learned_per_file": state["noise_per_file"]} if len(paths) <= 32 else {})}
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(make_state(), indent=2) + "\n")

@@ -56,11 +56,16 @@ def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsy
     assert learned["name"] == "pg" and learned["gain"] > 0 and learned == doc["noise"]
     assert initial != learned  # started from the estimate, then trained
     cfg = json.loads((out_dir / "config.json").read_text())
-    assert cfg["noise_learned"] == learned and cfg["noise_per_file"] == {}
+    per_file = cfg["noise_per_file"]  # one learned model per file, each started from that file's estimate
+    assert cfg["noise_learned"] == learned and len(per_file) == 3 == len(cfg["noise_initial_per_file"])
+    assert all(m["name"] == "pg" and m["gain"] > 0 for m in per_file.values()) and per_file == doc["noise_per_file"]
+    assert np.isclose(learned["gain"], np.mean([m["gain"] for m in per_file.values()]))
     lines = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["noise_learned"] == learned and lines[0]["noise_learned"] != learned
+    assert lines[-1]["noise_learned_per_file"] == per_file
     ckpt = torch.load(out_dir / "last.pt", weights_only=True)
     assert ckpt["noise"] == learned and {"gain", "variance", "offset"} <= ckpt["loss_state"].keys()
+    assert ckpt["loss_state"]["gain"].shape == (3,) and ckpt["loss_options"]["groups"] == 3
     # --resume continues from the learned multipliers (not a fresh start from the estimate)
     code, out, err = run(["fit", data, "-o", out_dir, "--resume", "--json", *TINY[:1], "6", *TINY[2:]], capsys)
     assert code == 0, err
@@ -71,7 +76,7 @@ def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsy
     # validate and reconstruct use the learned model unless --noise overrides
     code, out, err = run(["validate", out_dir, data, "--json", "--device", "cpu"], capsys)
     assert code == 0, err
-    assert all(f["noise"] == resumed["noise_learned"] for f in json.loads(out)["files"])
+    assert all(f["noise"] == resumed["noise_per_file"][f["path"]] for f in json.loads(out)["files"])
 
 
 def test_unsure_on_gaussian_data(tiny_data, tmp_path, capsys):

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss, sure_mse
 from sslrecon.losses.base import _fork
 from sslrecon.losses.pg import second_order_term, skewed_probe
@@ -147,5 +148,5 @@ def test_gr2r_predict_averages_splits_and_refuses_bad_alpha():
     loss = build_loss("gr2r-poisson", test_samples=32)
     out = loss.predict(lambda v: v, y, Denoising(model), generator=torch.Generator().manual_seed(0))
     assert (out - y).abs().mean() < 2.5  # one split has std sqrt(50 / 0.85) ~ 7.7; the mean of 32 about 1.4
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ConfigError, match="alpha"):
         build_loss("gr2r-poisson", alpha=1.0)

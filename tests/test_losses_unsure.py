@@ -27,7 +27,7 @@ def _learn(loss, y, start, steps=400, seed=0):
         opt.zero_grad()
         out.value.backward()
         opt.step()
-    return loss.noise_model()
+    return loss.pooled_model()
 
 
 def _scene():
@@ -79,4 +79,4 @@ def test_multipliers_are_state_that_only_training_moves():
         # restored into a fresh loss from the state dict, as a checkpoint does
         fresh = build_loss(name)
         fresh.load_state_dict(loss.state_dict())
-        assert fresh.noise_model() == loss.noise_model()
+        assert fresh.pooled_model() == loss.pooled_model()

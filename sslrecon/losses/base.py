@@ -37,7 +37,7 @@ class Loss(nn.Module):
     j_invariant: ClassVar[bool] = False
     #: Noise models (by name) the loss is correct for; None: any.
     models: ClassVar[tuple[str, ...] | None] = None
-    #: True when the loss learns the noise model (`noise_model()`, in normalised units) from the training data.
+    #: True when the loss learns the noise model (`noise_models()`, per input file, normalised units) from the data.
     learns_noise: ClassVar[bool] = False
     #: True when the risk is the loss's own per-pixel estimate (`predict_and_risk`) rather than SURE of `predict`:
     #: for test-time rules that are not differentiable in the measurement (recorruption by thinning).

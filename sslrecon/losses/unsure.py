@@ -9,12 +9,13 @@ noise unknown: the first-order PG-SURE weight `gain * (y - offset) + sigma^2` sp
 `E sum (y_i - offset) d_i f_i = 0` and `E sum d_i f_i = 0`, with the multipliers `gain` and `sigma^2`.
 
 The multipliers are buffers of the loss (saved in checkpoints, restored by `--resume`, moved with `.to(device)`),
-initialised from the noise model given or estimated (`--noise`, `auto` by default) and updated only by training
-steps, never by validation or `no_grad` calls. The ascent is multiplicative, `eta <- eta * exp(step * m)`, on a
+one set per input file (`groups`; `physics.sources` says which file each sample of a batch comes from), since gain
+and read noise differ between sessions and detectors. They start from the noise model given or estimated for each
+file (`--noise`, `auto` by default) and only training steps update them, never validation or `no_grad` calls. The ascent is multiplicative, `eta <- eta * exp(step * m)`, on a
 momentum average `m` of the normalised constraint violations (divergences are dimensionless): it keeps the
 multipliers positive, moves them by at most `step` in log-scale per step whatever the units, and cannot blow up on
-one noisy batch. The learned model (`noise_model()`) is what validation and reconstruction use; the run reports it in
-the data's units.
+one noisy batch. The learned models (`noise_models()`, one per file) are what validation and reconstruction use; the
+run reports them in the data's units.
 
 Cost per step: two network passes (the divergence probe), as SURE. Test-time rule: one pass on the measurement.
 """
@@ -23,94 +24,134 @@ from __future__ import annotations
 import torch
 
 from ..noise.models import Gaussian, NoiseModel, PoissonGaussian
-from ..physics import DENOISING
+from ..physics import DENOISING, Denoising
 from .base import Loss, LossOutput, rademacher
 
 
 class _Learned(Loss):
-    """Shared machinery: buffers initialised once, multiplicative momentum ascent in training steps only."""
+    """Shared machinery: per-file buffers initialised once, multiplicative momentum ascent in training steps only."""
 
     learns_noise = True
     models = None  # the noise model given only initialises the multipliers
     _names: tuple[str, ...] = ()
 
-    def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9):
+    def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1):
         super().__init__()
-        self.tau, self.step, self.momentum = tau, step, momentum
+        self.tau, self.step, self.momentum, self.groups = tau, step, momentum, groups
         for n in self._names:
-            self.register_buffer(n, torch.tensor(0.0))
-            self.register_buffer(f"{n}_velocity", torch.tensor(0.0))
+            self.register_buffer(n, torch.zeros(groups))
+            self.register_buffer(f"{n}_velocity", torch.zeros(groups))
         self.register_buffer("initialised", torch.tensor(False))
 
     def options(self):
-        return {"tau": self.tau, "step": self.step, "momentum": self.momentum}
+        return {"tau": self.tau, "step": self.step, "momentum": self.momentum, "groups": self.groups}
 
-    def initialise(self, noise: NoiseModel | None, y: torch.Tensor) -> None:
-        """Set the multipliers from `noise` (normalised units; None: from the batch `y` of measurements),
-        unless they hold learned values already."""
+    def initialise(self, noise: NoiseModel | list[NoiseModel] | None, y: torch.Tensor,
+                   sources: list[int] | None = None) -> None:
+        """Set the multipliers from `noise` (normalised units; one model, or one per group; None: from the batch `y`
+        of measurements, whose samples come from the groups `sources`), unless they hold learned values already."""
         if bool(self.initialised):
             return
-        self._start(noise, y)
+        noises = noise if isinstance(noise, list) else [noise] * self.groups
+        src = torch.as_tensor(sources if sources is not None else [0] * len(y))
+        for k, nk in enumerate(noises):
+            own = y[src == k]
+            self._start(k, nk, own if len(own) else y)
         self.initialised.fill_(True)
 
-    def _start(self, noise, y):
+    def _start(self, k: int, noise: NoiseModel | None, y: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _ascend(self, violations: dict[str, torch.Tensor]) -> None:
+    def _index(self, sources, n: int) -> torch.Tensor:
+        like = self.initialised.device
+        return torch.zeros(n, dtype=torch.long, device=like) if sources is None else \
+            torch.as_tensor(sources, dtype=torch.long, device=like)
+
+    def _per_sample(self, name: str, idx: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name)[idx].view(-1, 1, 1, 1)
+
+    def _ascend(self, idx: torch.Tensor, violations: dict[str, torch.Tensor]) -> None:
+        """One ascent step per group present in the batch, on the mean violation of its samples."""
         if not (self.training and torch.is_grad_enabled()):
             return  # validation, evaluation and inference never move the multipliers
         with torch.no_grad():
+            count = torch.zeros(self.groups, device=idx.device).index_add_(0, idx, torch.ones(len(idx), device=idx.device))
+            present = count > 0
             for n, v in violations.items():
-                vel = getattr(self, f"{n}_velocity")
-                vel.mul_(self.momentum).add_((1 - self.momentum) * v.detach().clamp(-1, 1))
-                getattr(self, n).mul_(torch.exp(self.step * vel))
+                mean = torch.zeros(self.groups, device=idx.device).index_add_(0, idx, v.detach().float()) / count.clamp_min(1)
+                vel, param = getattr(self, f"{n}_velocity"), getattr(self, n)
+                vel[present] = self.momentum * vel[present] + (1 - self.momentum) * mean[present].clamp(-1, 1)
+                param[present] = param[present] * torch.exp(self.step * vel[present])
 
-    def _probe(self, model, y, generator):
+    def _probe(self, model, y, noise: NoiseModel, generator):
         """`(f(y), d)`: the output and a per-pixel Monte-Carlo estimate of `d_i f_i` (its mean is the divergence)."""
-        eps = self.tau * float(self.noise_model().mean_sigma(y))
+        eps = self.tau * float(noise.mean_sigma(y))
         b = rademacher(y.shape, y, generator)
         fy = model(y)
         return fy, b * (model(y + eps * b) - fy) / eps
 
-    def noise_model(self) -> NoiseModel:
+    def batch_model(self, sources=None, n: int = 1) -> NoiseModel:
+        """The learned model of each sample of a batch from the groups `sources` (None: `n` samples of group 0)."""
         raise NotImplementedError
 
+    def noise_models(self) -> list[NoiseModel]:
+        """The learned model of each group (normalised units)."""
+        return [self.batch_model([k]) for k in range(self.groups)]
+
+    def pooled_model(self) -> NoiseModel:
+        """One model for all groups: the mean of their parameters (variances averaged)."""
+        raise NotImplementedError
+
+    def physics(self, sources) -> Denoising:
+        """The physics of a batch under the learned noise (what training's validation uses)."""
+        return Denoising(self.batch_model(sources), sources=sources)
+
     def risk(self, model, y, physics=DENOISING, generator=None):
-        return super().risk(model, y, physics if physics.noise is not None else type(physics)(self.noise_model()),
-                            generator)
+        if physics.noise is None:
+            physics = Denoising(self.batch_model(physics.sources, len(y)), sources=physics.sources)
+        return super().risk(model, y, physics, generator)
 
 
 class Unsure(_Learned):
     name = "unsure"
     _names = ("variance",)
 
-    def _start(self, noise, y):
+    def _start(self, k, noise, y):
         var = noise.mean_sigma(y) ** 2 if noise is not None else 0.0
-        self.variance.fill_(var if var > 0 else 0.1 * float(y.var()))
+        self.variance[k] = var if var > 0 else 0.1 * float(y.var())
 
-    def noise_model(self) -> Gaussian:
-        return Gaussian(sigma=float(self.variance.sqrt()))
+    def batch_model(self, sources=None, n=1) -> Gaussian:
+        idx = self._index(sources, n)
+        sigma = self._per_sample("variance", idx).sqrt()
+        return Gaussian(sigma=float(sigma) if len(idx) == 1 else sigma)
+
+    def pooled_model(self) -> Gaussian:
+        return Gaussian(sigma=float(self.variance.mean().sqrt()))
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
-        self.initialise(physics.noise, y)
+        self.initialise(physics.noise, y, physics.sources)
+        idx = self._index(physics.sources, len(y))
+        dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
-            fy, d = self._probe(model, y, generator)
+            var = self._per_sample("variance", idx)
+            fy, d = self._probe(model, y, self.batch_model(physics.sources, len(y)), generator)
             fit = ((fy - y) ** 2).mean()
-            div = d.mean()
-            value = fit - self.variance + 2 * self.variance * div
-        self._ascend({"variance": div})
-        return LossOutput(value, {"fit": fit.item(), "div": div.item(), "sigma": float(self.variance.sqrt())})
+            div = d.mean(dims)
+            value = fit - var.mean() + 2 * (var.flatten() * div).mean()
+        self._ascend(idx, {"variance": div})
+        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(),
+                                  "sigma": float(self.variance.mean().sqrt())})
 
 
 class PgUnsure(_Learned):
     name = "pg-unsure"
     _names = ("gain", "variance")
 
-    def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9):
-        super().__init__(tau, step, momentum)
-        self.register_buffer("offset", torch.tensor(0.0))
+    def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1):
+        super().__init__(tau, step, momentum, groups)
+        self.register_buffer("offset", torch.zeros(groups))
 
-    def _start(self, noise, y):
+    def _start(self, k, noise, y):
         try:
             pg = noise.as_pg() if noise is not None else PoissonGaussian(gain=0.0, sigma=0.0)
         except ValueError:  # correlated or gamma estimate: no Poisson-Gaussian form to start from
@@ -119,22 +160,33 @@ class PgUnsure(_Learned):
         if not gain > 0:  # no shot noise known: the dark level is at most the darkest value, shot noise starts small
             offset = float(y.min())
             gain = 0.05 * float(y.var()) / max(float((y - offset).mean()), 1e-12)
-        self.gain.fill_(gain)
-        self.variance.fill_(var if var > 0 else 0.05 * float(y.var()))
-        self.offset.fill_(offset)
+        self.gain[k], self.offset[k] = gain, offset
+        self.variance[k] = var if var > 0 else 0.05 * float(y.var())
 
-    def noise_model(self) -> PoissonGaussian:
-        return PoissonGaussian(gain=float(self.gain), sigma=float(self.variance.sqrt()), offset=float(self.offset))
+    def batch_model(self, sources=None, n=1) -> PoissonGaussian:
+        idx = self._index(sources, n)
+        gain, var, off = (self._per_sample(k, idx) for k in ("gain", "variance", "offset"))
+        if len(idx) == 1:
+            return PoissonGaussian(gain=float(gain), sigma=float(var.sqrt()), offset=float(off))
+        return PoissonGaussian(gain=gain, sigma=var.sqrt(), offset=off)
+
+    def pooled_model(self) -> PoissonGaussian:
+        return PoissonGaussian(gain=float(self.gain.mean()), sigma=float(self.variance.mean().sqrt()),
+                               offset=float(self.offset.mean()))
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
-        self.initialise(physics.noise, y)
+        self.initialise(physics.noise, y, physics.sources)
+        idx = self._index(physics.sources, len(y))
+        dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
-            fy, d = self._probe(model, y, generator)
-            u = y - self.offset
+            gain, var, off = (self._per_sample(k, idx) for k in ("gain", "variance", "offset"))
+            fy, d = self._probe(model, y, self.batch_model(physics.sources, len(y)), generator)
+            u = y - off
             fit = ((fy - y) ** 2).mean()
-            weight = self.gain * u + self.variance
+            weight = gain * u + var
             value = fit - weight.mean() + 2 * (weight * d).mean()
-            div, div_u = d.mean(), (u * d).mean() / u.abs().mean().clamp_min(1e-12)
-        self._ascend({"gain": div_u, "variance": div})
-        pg = self.noise_model()
-        return LossOutput(value, {"fit": fit.item(), "div": div.item(), "gain": pg.gain, "sigma": pg.sigma})
+            div, div_u = d.mean(dims), (u * d).mean(dims) / u.abs().mean(dims).clamp_min(1e-12)
+        self._ascend(idx, {"gain": div_u, "variance": div})
+        pooled = self.pooled_model()
+        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), "gain": pooled.gain,
+                                  "sigma": pooled.sigma})

@@ -16,6 +16,8 @@ class Denoising:
     """`y = noise(x)`: the identity operator (`A = A^T = I`) with the measurements' noise model."""
 
     noise: NoiseModel | None = None
+    #: For each sample of a batch, the input file it comes from (losses that learn per-file noise use it).
+    sources: list[int] | None = None
     name = "identity"
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
