@@ -35,6 +35,7 @@ from .noise.models import stack as stack_noise
 from .physics import Denoising
 
 VAL_PATCHES = 32
+LEARN_FRACTION = 0.5  # losses that learn the noise learn it in this first part of training, then train SURE with it
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -127,7 +128,9 @@ def auto_loss(noise: NoiseModel) -> str:
     """The loss `--loss auto` picks for a noise model: Poisson-Gaussian SURE for signal-dependent
     (Poisson, Poisson-Gaussian) noise, SURE for white Gaussian noise and, with the covariance, for
     correlated Gaussian noise, Noise2Self for noise no risk estimator here models (gamma)."""
-    return next((name for name in ("pg-sure", "sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
+    if noise.signal_dependent and LOSSES["pg-sure"].supports(noise):
+        return "pg-sure"
+    return next((name for name in ("sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
 
 
 def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | None = None, plot: str | Path | None = None,
@@ -182,7 +185,9 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
 
     learns = LOSSES[cfg.loss].learns_noise
-    loss = build_loss(cfg.loss, **cfg.loss_options, **({"groups": len(paths)} if learns else {}))
+    options = {"learn_steps": int(LEARN_FRACTION * cfg.steps), **cfg.loss_options, "groups": len(paths)} if learns \
+        else cfg.loss_options
+    loss = build_loss(cfg.loss, **options)
 
     def physics_for(sources: list[int]) -> Denoising:
         if learns:  # the loss's current per-file estimates, in training and validation alike

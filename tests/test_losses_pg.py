@@ -150,3 +150,24 @@ def test_gr2r_predict_averages_splits_and_refuses_bad_alpha():
     assert (out - y).abs().mean() < 2.5  # one split has std sqrt(50 / 0.85) ~ 7.7; the mean of 32 about 1.4
     with pytest.raises(ConfigError, match="alpha"):
         build_loss("gr2r-poisson", alpha=1.0)
+
+
+def test_pg_sure_works_in_any_units():
+    """The probe steps follow the noise level: data, model and a scale-equivariant denoiser in units c times larger
+    give c^2 times the risk, draw for draw (so no unit of the data needs choosing)."""
+    model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
+    x = _scene(3.0, n=4)
+    y = model.sample(x, generator=torch.Generator().manual_seed(0))
+    loss = build_loss("pg-sure", second_order=True)
+    values = []
+    for c in (1.0, 1000.0):
+        scaled = PoissonGaussian(gain=GAIN * c, sigma=SIGMA * c, offset=OFFSET * c)
+        with torch.no_grad():
+            values.append(float(loss(_quadratic_scaled(c), y * c, Denoising(scaled),
+                                     generator=torch.Generator().manual_seed(1)).value) / c**2)
+    assert math.isclose(values[0], values[1], rel_tol=1e-3), values
+
+
+def _quadratic_scaled(c: float):
+    f = _quadratic(3.0)
+    return lambda v: f(v / c) * c

@@ -72,6 +72,12 @@ def test_multipliers_are_state_that_only_training_moves():
         assert not torch.equal(before["variance"], loss.variance)  # a training step moves it ...
         assert all(float(v) > 0 for k, v in loss.state_dict().items() if k in ("gain", "variance"))  # ... kept positive
         assert not out.value.grad_fn is None and loss.variance.grad_fn is None  # no graph kept across steps
+        # with learn_steps, the ascent stops after that many training steps (then it is SURE with the learned noise)
+        frozen = build_loss(name, learn_steps=1)
+        frozen.initialise(start, y)
+        for _ in range(3):
+            frozen(net, y, Denoising(start), generator=torch.Generator().manual_seed(0))
+        assert int(frozen.ascents) == 1 and torch.equal(frozen.variance, _after_one_step(name, start, net, y))
         # a second initialise (e.g. after --resume restored the state) keeps the learned values
         learned = loss.state_dict()["variance"].clone()
         loss.initialise(Gaussian(5.0), y)
@@ -80,3 +86,10 @@ def test_multipliers_are_state_that_only_training_moves():
         fresh = build_loss(name)
         fresh.load_state_dict(loss.state_dict())
         assert fresh.pooled_model() == loss.pooled_model()
+
+
+def _after_one_step(name, start, net, y):
+    loss = build_loss(name)
+    loss.initialise(start, y)
+    loss(net, y, Denoising(start), generator=torch.Generator().manual_seed(0))
+    return loss.variance
