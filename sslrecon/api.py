@@ -178,13 +178,13 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
             raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
                               fix=f"use --loss {auto_loss(m)} or --loss auto")
     per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
+    learns = LOSSES[cfg.loss].learns_noise  # then the given or estimated models only start its own, per file
     try:  # batches mix files: refuse models that cannot share a batch now, not mid-training
-        stack_noise(per_file_n)
+        if not learns:
+            stack_noise(per_file_n)
     except ValueError as e:
         raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
-
-    learns = LOSSES[cfg.loss].learns_noise
     options = {"learn_steps": int(LEARN_FRACTION * cfg.steps), **cfg.loss_options, "groups": len(paths)} if learns \
         else cfg.loss_options
     loss = build_loss(cfg.loss, **options)

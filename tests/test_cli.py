@@ -208,10 +208,15 @@ def test_reference_of_another_size(trained, tiny_data, capsys):
 
 
 def test_real_epu_micrograph_through_the_cli(tmp_path, capsys):
+    """The headline: `fit MICROGRAPHS --loss pg-unsure` with no noise flag on the real micrographs, then reconstruct."""
     from .conftest import EPU
 
-    code, _, err = run(["fit", EPU, "-o", tmp_path / "run", *TINY], capsys)
+    code, out, err = run(["fit", EPU.parent, "-o", tmp_path / "run", "--loss", "pg-unsure", "--json", *TINY], capsys)
     assert code == 0, err
+    doc = json.loads(out)
+    learned = doc["noise_per_file"][str(EPU)]  # each micrograph's own gain and read noise, in counts
+    assert learned["name"] == "pg" and learned["gain"] > 0 and len(doc["noise_per_file"]) == 2
+    assert doc["noise_initial_per_file"][str(EPU)]["name"] == "poisson"  # started from `sslrecon noise`'s estimate
     code, _, err = run(["reconstruct", tmp_path / "run", EPU, "-o", tmp_path / "out", "--device", "cpu"], capsys)
     assert code == 0, err
     with mrcfile.open(EPU, permissive=True) as src, mrcfile.open(tmp_path / "out" / EPU.name) as out:
