@@ -3,7 +3,7 @@
 Adam with a cosine learning-rate schedule (a pure function of the step), autocast (bfloat16) on CUDA
 only, gradient clipping, held-out evaluation every `val_every` steps under `no_grad` + `eval()` (so
 it never changes loss state), `last.pt` at every evaluation for `--resume` and `model.pt` whenever
-the held-out risk estimate improves (at every evaluation for a loss that learns the noise model, whose
+the held-out risk estimate improves (at every evaluation while a loss learns the noise model, since its
 risk estimates move with it). One JSON line per evaluation goes to `metrics.jsonl`.
 """
 from __future__ import annotations
@@ -114,11 +114,12 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
             if done % val_every == 0 or done == steps:
                 val = evaluate(model, loss, val_batch, physics_for, seed + 2)
                 last_val = val
-                # a loss that learns the noise scores each evaluation with that step's estimate of it, so
-                # evaluations are not comparable: model.pt follows the latest
-                improved = val is None or loss.learns_noise or val < best
+                # while a loss learns the noise, each evaluation is scored with that step's estimate of it, so
+                # evaluations are not comparable: model.pt follows the latest, and comparisons start afresh after
+                moving = loss.learning
+                improved = val is None or moving or val < best
                 if val is not None and improved:
-                    best = val
+                    best = math.inf if moving else val
                 rec = {"step": done, "loss": v, "loss_avg": running, "lr": opt.param_groups[0]["lr"],
                        "val_mse": None if val is None else val * to_data_units,
                        "seconds": round(time.perf_counter() - t0, 3), **out.terms, **(report() if report else {})}

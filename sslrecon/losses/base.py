@@ -64,6 +64,12 @@ class Loss(nn.Module):
         """Constructor options (plain data) to rebuild this loss from a checkpoint."""
         return {}
 
+    @property
+    def learning(self) -> bool:
+        """Whether training steps still move the loss's learned noise model (risk estimates are then not comparable
+        between steps)."""
+        return False
+
     def predict_and_risk(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """For `own_risk` losses: the test-time prediction and a per-pixel map whose mean is the risk estimate."""
         raise NotImplementedError

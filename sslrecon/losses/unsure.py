@@ -73,6 +73,10 @@ class _Learned(Loss):
     def _start(self, k: int, noise: NoiseModel | None, y: torch.Tensor) -> None:
         raise NotImplementedError
 
+    @property
+    def learning(self) -> bool:
+        return self.learn_steps is None or int(self.ascents) < self.learn_steps
+
     def _index(self, sources, n: int) -> torch.Tensor:
         like = self.initialised.device
         return torch.zeros(n, dtype=torch.long, device=like) if sources is None else \
@@ -85,7 +89,7 @@ class _Learned(Loss):
         """One ascent step per group present in the batch, on the mean violation of its samples."""
         if not (self.training and torch.is_grad_enabled()):
             return  # validation, evaluation and inference never move the multipliers
-        if self.learn_steps is not None and int(self.ascents) >= self.learn_steps:
+        if not self.learning:
             return  # frozen: the rest of training is SURE with the learned noise
         self.ascents += 1
         with torch.no_grad():
