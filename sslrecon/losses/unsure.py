@@ -32,7 +32,7 @@ import torch
 
 from ..noise.models import Gaussian, NoiseModel, PoissonGaussian
 from ..physics import DENOISING, Denoising
-from .base import Loss, LossOutput, rademacher
+from .base import Loss, LossOutput, probe_scale, rademacher
 from .pg import second_order_term, wants_second_order
 
 
@@ -103,7 +103,7 @@ class _Learned(Loss):
 
     def _probe(self, model, y, noise: NoiseModel, generator):
         """`(f(y), d)`: the output and a per-pixel Monte-Carlo estimate of `d_i f_i` (its mean is the divergence)."""
-        eps = self.tau * float(noise.mean_sigma(y))
+        eps = probe_scale(noise, y, self.tau)
         b = rademacher(y.shape, y, generator)
         fy = model(y)
         return fy, b * (model(y + eps * b) - fy) / eps
@@ -212,7 +212,7 @@ class PgUnsure(_Learned):
             div, div_u = d.mean(dims), (u * d).mean(dims) / u.abs().mean(dims).clamp_min(1e-12)
             terms = {}
             if wants_second_order(self.second_order, y, pg):
-                second = second_order_term(model, y, pg, self.tau2 * float(pg.mean_sigma(y)), generator)
+                second = second_order_term(model, y, pg, probe_scale(pg, y, self.tau2), generator)
                 value, terms = value + second, {"second_order": second.item()}
         self._ascend(idx, {"gain": div_u, "variance": div})
         pooled = self.pooled_model()
