@@ -12,7 +12,7 @@ default (the second-order term below 100 counts per pixel) and with the first-or
 FMD: the five real confocal frames with `--noise auto`, PSNR against clean_avg50 (range 255), `--fmd-steps` steps
 with the default network (as `benchmarks/denoise_fmd.py`).
 
-    python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd]
+    python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from sslrecon.engine.train import cosine_lr
 from sslrecon.models import UNet, UNetConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEVICE = "cpu"
 GAIN, READ, OFFSET = 2.0, 3.0, 100.0
 NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8}
 
@@ -61,10 +62,10 @@ def noisy_set(clean: list[np.ndarray], photons: float) -> tuple[list[np.ndarray]
 def oracle(noisy: list[np.ndarray], clean: list[np.ndarray], steps: int, seed: int = 0) -> list[np.ndarray]:
     """The supervised reference: the same network and budget, trained on (noisy, clean) patch pairs."""
     norm = Normalization.from_frames(noisy, count=len(noisy))
-    ys = [torch.tensor(norm(n), dtype=torch.float32) for n in noisy]
-    xs = [torch.tensor(norm(c), dtype=torch.float32) for c in clean]
+    ys = [torch.tensor(norm(n), dtype=torch.float32, device=DEVICE) for n in noisy]
+    xs = [torch.tensor(norm(c), dtype=torch.float32, device=DEVICE) for c in clean]
     torch.manual_seed(seed)
-    model = UNet(UNetConfig(width=NET["width"], depth=NET["depth"]))
+    model = UNet(UNetConfig(width=NET["width"], depth=NET["depth"])).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g, p = torch.Generator().manual_seed(seed), NET["patch_size"]
     for step in range(steps):
@@ -81,15 +82,15 @@ def oracle(noisy: list[np.ndarray], clean: list[np.ndarray], steps: int, seed: i
         opt.step()
     model.eval()
     with torch.no_grad():
-        return [norm.denormalize(model(y[None, None])[0, 0].numpy()) for y in ys]
+        return [norm.denormalize(model(y[None, None])[0, 0].float().cpu().numpy()) for y in ys]
 
 
 def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, options: dict | None = None,
                     net: dict | None = None) -> tuple[dict, list[Path]]:
-    cfg = RunConfig(loss=loss, noise=noise, steps=steps, device="cpu", loss_options=options or {},
+    cfg = RunConfig(loss=loss, noise=noise, steps=steps, device=DEVICE, loss_options=options or {},
                     **(NET if net is None else net))
     doc = api.fit([str(folder)], run, config=cfg)
-    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device="cpu")]
+    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device=DEVICE)]
     return doc, outs
 
 
@@ -156,14 +157,18 @@ def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
 
 
 def main() -> None:
+    global DATA, DEVICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 5.0, 30.0])
     ap.add_argument("--fmd-steps", type=int, default=300)
     ap.add_argument("--fmd-losses", nargs="+", default=["pg-sure", "pg-unsure", "gr2r-poisson", "sure"])
     ap.add_argument("--skip-fmd", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (natural/Set12, fluorescence/fmd)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
     args = ap.parse_args()
+    DATA, DEVICE = args.data, args.device
     with tempfile.TemporaryDirectory() as tmp:
         rows = set12_table(args.photons, args.steps, Path(tmp))
         fmd = None if args.skip_fmd else fmd_table(args.fmd_losses, args.fmd_steps, Path(tmp))
@@ -180,7 +185,7 @@ def main() -> None:
             if not isinstance(v, dict):
                 print(f"| {k} | {v:.2f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"steps": args.steps, "network": NET, "noise": {"gain": GAIN, "read": READ,
+    args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "network": NET, "noise": {"gain": GAIN, "read": READ,
                                      "offset": OFFSET}, "set12": rows, "fmd_steps": args.fmd_steps, "fmd": fmd},
                                     indent=2) + "\n")
 
