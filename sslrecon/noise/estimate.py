@@ -16,11 +16,14 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   place is, the 8x8 local mean how bright; in each brightness bin only places whose LH/HL energy is
   what noise alone gives are kept. Pixel-scale texture as strong as the noise still inflates HH
   (on natural images at 1000 photons the gain ran 2x high), so for white noise each bin's variance
-  is then measured again, as in `gaussian_sigma`, by principal components of d x d patches of that
-  brightness (Liu, Tanaka & Okutomi 2014 do this per intensity): a patch is kept when the ring of
-  pixels around it is flat for noise of the bin's current variance. The ring does not overlap the
-  patch, so the choice does not bias the patch's noise and no shrink calibration is needed, except
-  for the spread of the smallest eigenvalues of a few-sample covariance (`SAMPLE_SHRINK`). Clipping
+  is then measured again from d x d patches of that brightness, in the directions of patch space
+  that hold noise alone (the trailing principal components of flat patches pooled over every
+  brightness, each scaled by its predicted noise level; Liu, Tanaka & Okutomi 2014 use principal
+  components per intensity): a patch is kept when the ring of pixels around it is flat for noise of
+  its predicted variance. The ring does not overlap the patch, so the choice does not bias the
+  patch's noise and no shrink calibration is needed. These bins are spaced evenly in the logarithm
+  of the predicted variance (merged to at least `MIN_BIN_SITES` patches), so the dark end, which
+  carries the read noise, is resolved even where few pixels are dark. Clipping
   (an 8-bit floor, saturation) is detected, patches touching it are left out, and only bins at
   least two noise standard deviations from a clipping level are fitted. The fit is scored on a
   held-out half of the image area (a checkerboard of blocks): R^2 and the variance error. The
@@ -32,9 +35,9 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   the marginal variance by `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, which the fit divides out.
 
 Pixel-scale texture that is as strong as the noise cannot always be told from it in one image: on
-natural images at 1000 photons the fitted gain runs up to 10 % high, and up to 40 % where the
-image's own grain passes the correlated-noise test and the Haar path is used
-(benchmarks/noise_estimation.py).
+natural images at 1000 photons the fitted gain runs up to 10 % high and the read noise (a small
+share of the darkest variance there) up to 2x, and the gain up to 40 % where the image's own grain
+passes the correlated-noise test and the Haar path is used (benchmarks/noise_estimation.py).
 
 `analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
 Offset and read noise are not separately identifiable from a mean-variance relation (both move its
@@ -260,6 +263,12 @@ class _Places:
     hh2: np.ndarray
     clipped: np.ndarray
     half: np.ndarray
+    basis: np.ndarray | None = None  # d*d x k: the directions in which patches hold noise alone
+
+    def patches(self, idx: np.ndarray) -> np.ndarray:
+        return np.concatenate([sliding_window_view(self.images[k], (self.d, self.d))[self.row[i], self.col[i]]
+                               .reshape(-1, self.d * self.d) for k in np.unique(self.frame[idx])
+                               for i in [idx[self.frame[idx] == k]]])
 
 
 def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Places:
@@ -312,6 +321,7 @@ RING = 2               # width of the frame around a patch whose flatness select
 RING_QUANTILE = 0.5    # keep patches whose frame is flatter than noise alone makes it half of the time
 SITE_STRIDE = 2        # patch positions on every other row and column
 MAX_BIN_PATCHES = 20_000
+MIN_BIN_SITES = 2000   # patch positions in a brightness bin, at the least
 SITE_BLOCK = 32        # checkerboard blocks (pixels) that split the area into a fitted and a held-out half
 
 
@@ -329,6 +339,12 @@ class _Sites:
     ring: np.ndarray
     clipped: np.ndarray
     half: np.ndarray
+    basis: np.ndarray | None = None  # d*d x k: the directions in which patches hold noise alone
+
+    def patches(self, idx: np.ndarray) -> np.ndarray:
+        return np.concatenate([sliding_window_view(self.images[k], (self.d, self.d))[self.row[i], self.col[i]]
+                               .reshape(-1, self.d * self.d) for k in np.unique(self.frame[idx])
+                               for i in [idx[self.frame[idx] == k]]])
 
 
 def _ring_energy(img: np.ndarray, d: int, m: int = RING) -> np.ndarray:
@@ -368,10 +384,35 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
 
 
 def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator) -> float:
-    idx = _at_most(idx, MAX_BIN_PATCHES, rng)
-    p = np.concatenate([sliding_window_view(s.images[k], (s.d, s.d))[s.row[i], s.col[i]].reshape(-1, s.d * s.d)
-                        for k in np.unique(s.frame[idx]) for i in [idx[s.frame[idx] == k]]])
+    """Noise variance of the patches at sites `idx`: their mean square in the noise-only directions
+    `s.basis` (unbiased, with the precision of all those directions' samples), or where there is no
+    basis the trailing eigenvalues of their own covariance, corrected for their spread."""
+    p = s.patches(_at_most(idx, MAX_BIN_PATCHES, rng))
+    if s.basis is not None:
+        z = (p - p.mean(0)) @ s.basis
+        return float((z**2).sum() / ((len(p) - 1) * z.shape[1]))
     return _pca_variance(p) / _sample_shrink(len(p), s.d * s.d)
+
+
+def _noise_basis(s: _Sites, ok: np.ndarray, start, rng: np.random.Generator) -> np.ndarray | None:
+    """The directions of d x d patch space that hold noise alone: the trailing eigenvectors (Chen's
+    test, as in `_trailing_mean`) of the covariance of flat patches from every brightness, each patch
+    divided by its predicted noise level `sqrt(start(mean))` so that all brightnesses weigh alike.
+    Texture and edges live in the leading (smooth) directions of natural scenes, the same at every
+    brightness, so one basis serves every bin and a bin's variance needs no eigenvalues of its own
+    (whose spread over a few hundred patches made bins scatter by 5-15 %)."""
+    shape = start(s.mean)
+    i = np.flatnonzero(ok & (s.ring < _ring_threshold(s.d) * shape))
+    if len(i) < 20 * s.d * s.d:
+        return None
+    i = _at_most(i, MAX_PATCHES // 4, rng)
+    p = s.patches(np.sort(i)) / np.sqrt(shape[np.sort(i)])[:, None]
+    p = p - p.mean(0)
+    lam, vec = np.linalg.eigh(p.T @ p / len(p))  # ascending
+    for k in range(len(lam), 0, -1):  # the largest tail whose mean is at most its median
+        if lam[:k].mean() <= np.median(lam[:k]):
+            return vec[:, :k]
+    return vec[:, :1]
 
 
 #: Mean `_trailing_mean` of the sample covariance of n = 2^7 ... 2^17 independent unit Gaussian vectors
@@ -399,29 +440,34 @@ def _simulated_shrink(n: int, dim: int, reps: int | None = None) -> float:
 
 def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, start):
     """Per brightness bin: mean, noise variance and count of the patches used. For each patch size the
-    variance starts from `start(mean)` and is iterated: patches whose surrounding ring is flat for
-    noise of that variance are kept and their covariance's trailing eigenvalues give the next one.
-    The ring does not overlap the patch, so for independent noise selecting on it does not bias the
-    patch's noise; texture inside the patch only raises the leading eigenvalues. The smaller of the
-    patch sizes' estimates is kept (texture only inflates them)."""
+    variance starts from the model `start(mean)` and is iterated: patches whose surrounding ring is flat
+    for noise of the current variance (scaled to each patch's own brightness by `start`) are kept and
+    their covariance's trailing eigenvalues give the next one. The ring does not overlap the patch, so
+    for independent noise selecting on it does not bias the patch's noise; texture inside the patch only
+    raises the leading eigenvalues. Scaling the threshold per patch keeps the selection from drifting
+    to the darker (quieter) patches of a bin. The smaller of the patch sizes' estimates is kept
+    (texture only inflates them)."""
     nb = len(edges) - 1
     mu, var, cnt = np.full(nb, np.nan), np.full(nb, np.nan), np.zeros(nb, int)
     rng = np.random.default_rng(0)
     for s, ok in zip(sites, sel):
         which = np.searchsorted(edges, s.mean, side="right") - 1
+        shape = start(s.mean)  # each site's predicted variance
         for b in range(nb):
             i = np.flatnonzero(ok & (which == b))
             if len(i) < 10 * s.d * s.d:
                 continue
-            v, j = _bin_variance(s, i, float(start(s.mean[i].mean())), rng)
+            level = float(shape[i].mean())
+            v, j = _bin_variance(s, i, level, shape[i] / level, rng)
             if j is not None and v > 0 and (np.isnan(var[b]) or v < var[b]):
                 mu[b], var[b], cnt[b] = s.mean[j].mean(), v, len(j)
     return mu, var, cnt
 
 
-def _bin_variance(s: _Sites, i: np.ndarray, start: float, rng: np.random.Generator):
-    """The fixed point of ring selection and PCA over the sites `i` of one bin, and the sites kept."""
-    thr = _ring_threshold(s.d)
+def _bin_variance(s: _Sites, i: np.ndarray, start: float, scale: np.ndarray, rng: np.random.Generator):
+    """The fixed point of ring selection and PCA over the sites `i` of one bin (a site is flat when its
+    ring energy is below the threshold for noise of variance `v * scale`), and the sites kept."""
+    thr = _ring_threshold(s.d) * scale
     return _fixed_point(start, lambda v: i[s.ring[i] < thr * v], lambda j: _site_variance(s, j, rng),
                         10 * s.d * s.d, 8)
 
@@ -526,11 +572,20 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
         sites = [s for s in (_sites(images, clip, d) for d in PATCHES) if s is not None]
         if sites:
             n_ok = int((~sites[0].clipped).sum())
-            p_edges = _edges(sites[0].mean[~sites[0].clipped], min(BINS, n_ok // 4000))
+            floor = 1e-3 * abs(b0) + 1e-300
+
+            def start(m):
+                return np.maximum(a0 * m + b0, floor)
+
+            p_edges = _variance_edges(sites[0].mean[~sites[0].clipped], start, min(BINS, n_ok // 4000),
+                                      MIN_BIN_SITES)
+
+            for s in sites:
+                s.basis = _noise_basis(s, ~s.clipped, start, np.random.default_rng(0))
 
             def pca_bins(half=None):
                 sel = [~s.clipped if half is None else ~s.clipped & (s.half == half) for s in sites]
-                return _pca_binned(sites, sel, p_edges, lambda m: max(a0 * m + b0, 1e-3 * abs(b0) + 1e-300))
+                return _pca_binned(sites, sel, p_edges, start)
 
             if len(p_edges) > 3:
                 p_mu, p_var, p_cnt = pca_bins()
@@ -563,6 +618,25 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
                            r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
                            bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, heldout_mean=mu1[u],
                            heldout_var=var1[u], mean_lo=float(lo_hi[0]), mean_hi=float(lo_hi[1]))
+
+
+def _variance_edges(means: np.ndarray, start, n: int, min_count: int) -> np.ndarray:
+    """Brightness bins evenly spaced in the logarithm of the predicted variance `start(mean)`, merged
+    upwards until each holds `min_count` means: a signal-dependent variance spans a wide range, and
+    bins of equal shares would leave its dark end (which carries the read noise) inside one bin
+    whose variance changes several-fold."""
+    m = np.sort(means)
+    t = np.log(start(m))
+    if not np.all(np.diff(t) >= 0) or t[-1] - t[0] < np.log(1.5):  # not increasing: equal shares
+        return _edges(means, n)
+    cuts = np.searchsorted(t, np.linspace(t[0], t[-1], n + 1)[1:-1], side="left")
+    edges, last = [m[0]], 0
+    for c in cuts:
+        if c - last >= min_count and len(m) - c >= min_count:
+            edges.append(m[c])
+            last = c
+    edges.append(np.nextafter(m[-1], np.inf))
+    return np.array(edges)
 
 
 def _edges(means: np.ndarray, n: int) -> np.ndarray:
