@@ -263,12 +263,6 @@ class _Places:
     hh2: np.ndarray
     clipped: np.ndarray
     half: np.ndarray
-    basis: np.ndarray | None = None  # d*d x k: the directions in which patches hold noise alone
-
-    def patches(self, idx: np.ndarray) -> np.ndarray:
-        return np.concatenate([sliding_window_view(self.images[k], (self.d, self.d))[self.row[i], self.col[i]]
-                               .reshape(-1, self.d * self.d) for k in np.unique(self.frame[idx])
-                               for i in [idx[self.frame[idx] == k]]])
 
 
 def _places(frames: list[np.ndarray], clip: Clipping, block: int = 16) -> _Places:
@@ -442,9 +436,9 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
     """Per brightness bin: mean, noise variance and count of the patches used. For each patch size the
     variance starts from the model `start(mean)` and is iterated: patches whose surrounding ring is flat
     for noise of the current variance (scaled to each patch's own brightness by `start`) are kept and
-    their covariance's trailing eigenvalues give the next one. The ring does not overlap the patch, so
-    for independent noise selecting on it does not bias the patch's noise; texture inside the patch only
-    raises the leading eigenvalues. Scaling the threshold per patch keeps the selection from drifting
+    their variance (`_site_variance`) gives the next one. The ring does not overlap the patch, so for
+    independent noise selecting on it does not bias the patch's noise; texture inside the patch lies
+    mostly outside the noise-only directions. Scaling the threshold per patch keeps the selection from drifting
     to the darker (quieter) patches of a bin. The smaller of the patch sizes' estimates is kept
     (texture only inflates them)."""
     nb = len(edges) - 1
@@ -465,8 +459,8 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
 
 
 def _bin_variance(s: _Sites, i: np.ndarray, start: float, scale: np.ndarray, rng: np.random.Generator):
-    """The fixed point of ring selection and PCA over the sites `i` of one bin (a site is flat when its
-    ring energy is below the threshold for noise of variance `v * scale`), and the sites kept."""
+    """The fixed point of ring selection and measurement over the sites `i` of one bin (a site is flat
+    when its ring energy is below the threshold for noise of variance `v * scale`), and the sites kept."""
     thr = _ring_threshold(s.d) * scale
     return _fixed_point(start, lambda v: i[s.ring[i] < thr * v], lambda j: _site_variance(s, j, rng),
                         10 * s.d * s.d, 8)
