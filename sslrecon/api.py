@@ -29,8 +29,8 @@ from .io.base import atomic_output
 from .losses import LOSSES, build_loss
 from .models import UNet, UNetConfig
 from .noise import AutoNoise, analyze_noise, estimate_noise, parse_noise
-from .noise.estimate import central_crop
-from .noise.models import NoiseModel, from_dict
+from .noise.estimate import central_crop, per_frame
+from .noise.models import NoiseModel, PerFrame, file_model, frame_model, from_dict
 from .noise.models import stack as stack_noise
 from .physics import Denoising
 
@@ -96,32 +96,39 @@ def _sample_frames(images: list[ImageFile]) -> list[np.ndarray]:
     return [img.frame(i) for img, i in _spread([(img, i) for img in images for i in range(img.n_frames)])]
 
 
-def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel:
+def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel | PerFrame:
     """The noise model of one file, in data units: the one given (a parsed `--noise`), or for `auto`
-    the file's own estimate, since gain and read noise differ between sessions and detectors."""
+    the file's own estimate, since gain and read noise differ between sessions and detectors (and a
+    stack's Gaussian level may differ between its frames: then one model per frame)."""
     if isinstance(given, AutoNoise):
-        return estimate_noise(_sample_frames([img]), offset=given.offset)
+        return per_frame(estimate_noise(_sample_frames([img]), offset=given.offset), img.frame, img.n_frames)
     return given
 
 
-def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel]]:
+def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel | PerFrame]]:
     """The noise model of the whole set (reported) and of each file (used), in data units."""
     given = parse_noise(spec)
     per_file = [file_noise(given, img) for img in images]
     if isinstance(given, AutoNoise) and len(images) > 1:  # one file: its own estimate is the pooled one
         return estimate_noise(_sample_frames(images), offset=given.offset), per_file
-    return (per_file[0] if isinstance(given, AutoNoise) else given), per_file
+    return (file_model(per_file[0]) if isinstance(given, AutoNoise) else given), per_file
 
 
 def _recorded_noise(state: dict, override: str | None):
     """The noise model for each file at reconstruction: `--noise` when given (`auto` re-estimates per
-    file), else the model the run recorded: the file's own when it was trained on, else the run's."""
+    file), else the model the run recorded: the file's own when it was trained on (a per-frame model
+    only while the file still has that many frames), else the run's."""
     if override is not None:
         given = parse_noise(override)
         return lambda img: file_noise(given, img)
     per_file = {Path(p).resolve(): from_dict(m) for p, m in state.get("noise_per_file", {}).items()}
     pooled = from_dict(state["noise"])
-    return lambda img: per_file.get(Path(img.path).resolve(), pooled)
+
+    def noise_for(img: ImageFile) -> NoiseModel | PerFrame:
+        m = per_file.get(Path(img.path).resolve(), pooled)
+        return file_model(m) if isinstance(m, PerFrame) and len(m.frames) != img.n_frames else m
+
+    return noise_for
 
 
 def auto_loss(noise: NoiseModel) -> str:
@@ -148,6 +155,9 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
         with open_image(p) as img:
             reports.append(analyze_noise(_sample_frames([img]), offset=offset))
             files.append({"path": str(p), **reports[-1].to_dict()})
+            frames = per_frame(reports[-1].model, img.frame, img.n_frames)
+            if isinstance(frames, PerFrame):  # the model --noise auto uses: one sigma per frame
+                files[-1]["sigma_per_frame"] = [m.sigma for m in frames.frames]
             if len(paths) > 1:  # one file: the pooled frames are its own, and so is the report
                 samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
     pooled = analyze_noise(samples, offset=offset) if samples else reports[0]
@@ -173,7 +183,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     noise, per_file = noise_models(cfg.noise, images)
     if cfg.loss == "auto":
         cfg = replace(cfg, loss=auto_loss(noise))
-    for p, m in zip(paths, per_file):
+    for p, m in zip(paths, map(file_model, per_file)):
         if not LOSSES[cfg.loss].supports(m):  # (a loss that learns the noise takes any model as its start)
             raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
                               fix=f"use --loss {auto_loss(m)} or --loss auto")
@@ -181,7 +191,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     learns = LOSSES[cfg.loss].learns_noise  # then the given or estimated models only start its own, per file
     try:  # batches mix files: refuse models that cannot share a batch now, not mid-training
         if not learns:
-            stack_noise(per_file_n)
+            stack_noise([file_model(m) for m in per_file_n])
     except ValueError as e:
         raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
@@ -189,10 +199,11 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         else cfg.loss_options
     loss = build_loss(cfg.loss, **options)
 
-    def physics_for(sources: list[int]) -> Denoising:
+    def physics_for(sources: list[tuple[int, int]]) -> Denoising:
+        """The physics of a batch whose patches come from (file, frame) `sources`."""
         if learns:  # the loss's current per-file estimates, in training and validation alike
-            return loss.physics(sources)
-        return Denoising(stack_noise([per_file_n[s] for s in sources], device))
+            return loss.physics([f for f, _ in sources])
+        return Denoising(batch_noise(per_file_n, sources, device))
 
     with torch.random.fork_rng(devices=[]):  # initial weights from the run seed, global stream untouched
         torch.manual_seed(cfg.seed)
@@ -213,7 +224,8 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         vy, vsources = PatchSampler(val_regions, cfg.patch_size, norm).fixed_batch(VAL_PATCHES, cfg.seed)
         val_batch = (vy.to(device), vsources)
     if learns:
-        loss.initialise(per_file_n, *sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3))
+        y0, src0 = sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3)
+        loss.initialise([file_model(m) for m in per_file_n], y0, [f for f, _ in src0])
     meta = {
         "package": __version__, "config": cfg.to_dict(), "inputs": [str(p) for p in paths],
         "noise": noise.to_dict(), "noise_normalized": noise.rescaled(norm.shift, norm.scale).to_dict(),
@@ -252,6 +264,12 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     final = make_state()
     (out / "config.json").write_text(json.dumps(final, indent=2) + "\n")
     return {"run": str(out), "device": str(device), **final, **summary}
+
+
+def batch_noise(per_file: list[NoiseModel | PerFrame], sources: list[tuple[int, int]],
+                device: torch.device | str = "cpu") -> NoiseModel:
+    """One model for a batch whose sample `k` is a patch of frame `sources[k][1]` of file `sources[k][0]`."""
+    return stack_noise([frame_model(per_file[f], i) for f, i in sources], device)
 
 
 def to_data_units(model: NoiseModel, norm: Normalization) -> NoiseModel:
@@ -346,7 +364,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
             t0 = time.perf_counter()
             s = file_seed(seed, img.path.name)
             nm = noise_for(img)
-            frames = (rec.predict(img.frame(i), nm, seed=s + i) for i in range(img.n_frames))
+            frames = (rec.predict(img.frame(i), frame_model(nm, i), seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
                    "seconds": round(time.perf_counter() - t0, 3)}
@@ -398,13 +416,13 @@ def _mean_or_none(values: list) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel, seed: int,
-                   data_range: float | None) -> dict:
+def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel | PerFrame,
+                   seed: int, data_range: float | None) -> dict:
     s = file_seed(seed, img.path.name)
     rows = []
     for i in range(img.n_frames):
         y = img.frame(i)
-        mse, xhat = rec.risk(y, nm, seed=s + i)
+        mse, xhat = rec.risk(y, frame_model(nm, i), seed=s + i)
         r = data_range or default_data_range(img.dtype, y)
         row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(mse, r) if mse > 0 else None}
         if ref is not None:

@@ -156,6 +156,8 @@ def noise(inputs: Inputs,
     if len(doc["files"]) > 1:
         lines += [f"{f['path']}\t{f['spec']}" + (f"\tr2 {f['r2_heldout']:.3f}" if f["r2_heldout"] is not None else "")
                   for f in doc["files"]]
+    lines += [f"sigma_per_frame\t{f['path']}\t{min(f['sigma_per_frame']):.6g} to {max(f['sigma_per_frame']):.6g} over "
+              f"{len(f['sigma_per_frame'])} frames" for f in doc["files"] if "sigma_per_frame" in f]
     if plot is not None:
         lines.append(f"plot\t{plot}")
     _emit(doc, json_out, lines)

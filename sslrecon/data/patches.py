@@ -52,7 +52,8 @@ def fit_patch_size(regions: list[Region], wanted: int) -> int:
 
 class PatchSampler:
     """Draws batches of normalised (B, 1, p, p) float32 patches, areas weighted, with random flips,
-    and the source index of each patch (so the caller can attach each file's noise model)."""
+    and the (source, frame) of each patch (so the caller can attach each file's, or each frame's,
+    noise model)."""
 
     def __init__(self, regions: list[Region], patch_size: int, norm: Normalization, augment: bool = True):
         self.regions = regions
@@ -62,7 +63,7 @@ class PatchSampler:
         areas = np.array([r.area for r in regions], dtype=np.float64)
         self.weights = torch.as_tensor(areas / areas.sum())
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator).tolist()
         out = []
         for j in idx:
@@ -77,9 +78,9 @@ class PatchSampler:
                 t = torch.rot90(t, k, (0, 1))
                 t = torch.flip(t, (1,)) if flip % 2 else t
             out.append(t)
-        return torch.stack(out)[:, None], [self.regions[j].source for j in idx]
+        return torch.stack(out)[:, None], [(self.regions[j].source, self.regions[j].frame) for j in idx]
 
-    def fixed_batch(self, n: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+    def fixed_batch(self, n: int, seed: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """A reproducible batch (same patches every call), for held-out evaluation."""
         g = torch.Generator().manual_seed(seed)
         aug, self.augment = self.augment, False

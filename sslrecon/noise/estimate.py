@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -57,6 +57,7 @@ from .models import (
     Correlated,
     Gaussian,
     NoiseModel,
+    PerFrame,
     Poisson,
     PoissonGaussian,
     kernel_from_autocorrelation,
@@ -184,6 +185,26 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10) -> float:
         hh = haar(img)[3]
         return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
     return min(_pca_sigma(img, d, iterations) for d in PATCHES)
+
+
+PER_FRAME_SPREAD = 1.1  # a stack gets one sigma per frame when its frames' estimates differ by more than this factor
+PER_FRAME_MAX = 256     # frames measured in a longer stack (evenly spread; the others interpolated)
+PER_FRAME_SIDE = 512    # central crop measured per frame
+
+
+def per_frame(model: NoiseModel, frame_at: Callable[[int], np.ndarray], n: int) -> NoiseModel | PerFrame:
+    """The noise of a stack of `n` frames (`frame_at(i)` reads frame i) whose white Gaussian level may
+    change from frame to frame (tilt series, exposure series, bleaching): `gaussian_sigma` of every
+    frame (at most `PER_FRAME_MAX`, evenly spread, the rest interpolated), and one model per frame
+    when the largest is more than `PER_FRAME_SPREAD` times the smallest; else `model` itself (also
+    for any other kind of noise, whose per-file model stands)."""
+    if n < 2 or type(model) is not Gaussian:
+        return model
+    idx = np.unique(np.linspace(0, n - 1, min(n, PER_FRAME_MAX)).round().astype(int))
+    sig = np.array([gaussian_sigma(central_crop(frame_at(int(i)), PER_FRAME_SIDE)) for i in idx])
+    if not sig.min() > 0 or sig.max() <= PER_FRAME_SPREAD * sig.min():
+        return model
+    return PerFrame(tuple(Gaussian(sigma=float(v)) for v in np.interp(np.arange(n), idx, sig)))
 
 
 def estimate_gaussian(frames: Iterable[np.ndarray]) -> Gaussian:

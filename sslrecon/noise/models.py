@@ -9,6 +9,8 @@ Poisson models follow `y = gain * Poisson((x - offset) / gain) + offset (+ N(0, 
 negative-valued detector data work without rounding. `Gamma` is multiplicative speckle (SAR,
 ultrasound, coherent imaging); `Correlated` is stationary Gaussian noise that is not white (detector
 cross-talk, interpolated or resampled data), the only model whose covariance is not diagonal.
+`PerFrame` holds one model per frame of a stack (the per-image sigma of a tilt or exposure series);
+it describes a file, and each batch or frame takes its frame's model (`frame_model`).
 """
 from __future__ import annotations
 
@@ -373,6 +375,48 @@ def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> Noise
     return PoissonGaussian(gain=col(pgs, "gain"), sigma=col(pgs, "sigma"), offset=col(pgs, "offset"))
 
 
-def from_dict(d: dict) -> NoiseModel:
+@dataclass(frozen=True)
+class PerFrame:
+    """One noise model per frame of a stack: the noise of a tilt series, an exposure series or a
+    time-lapse changes from frame to frame (`frames[i]` is frame i's model, in the same units). It is
+    a file's model, not a batch's: training and reconstruction take `frame(i)` for each frame."""
+
+    name: ClassVar[str] = "per-frame"
+    frames: tuple[NoiseModel, ...]
+
+    signal_dependent: ClassVar[bool] = False
+
+    def frame(self, i: int) -> NoiseModel:
+        return self.frames[i]
+
+    def rescaled(self, shift: float, scale: float) -> "PerFrame":
+        return PerFrame(tuple(m.rescaled(shift, scale) for m in self.frames))
+
+    def representative(self) -> NoiseModel:
+        """One model standing for all frames (a loss that learns the noise per file starts from it):
+        the first frame's model with the root-mean-square sigma."""
+        return replace(self.frames[0], sigma=math.sqrt(float(np.mean([m.sigma**2 for m in self.frames]))))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "frames": [m.to_dict() for m in self.frames]}
+
+    def spec(self) -> str:
+        sig = [m.sigma for m in self.frames]
+        return f"{self.frames[0].name} per frame: sigma {min(sig):.6g} to {max(sig):.6g} over {len(sig)} frames"
+
+
+def frame_model(model: NoiseModel | PerFrame, i: int) -> NoiseModel:
+    """Frame `i`'s noise model under a file's model (the model itself unless it is per frame)."""
+    return model.frame(i) if isinstance(model, PerFrame) else model
+
+
+def file_model(model: NoiseModel | PerFrame) -> NoiseModel:
+    """One model for a whole file (a per-frame model's representative)."""
+    return model.representative() if isinstance(model, PerFrame) else model
+
+
+def from_dict(d: dict) -> NoiseModel | PerFrame:
     d = dict(d)
+    if d["name"] == PerFrame.name:
+        return PerFrame(tuple(from_dict(m) for m in d["frames"]))
     return MODELS[d.pop("name")](**d)
