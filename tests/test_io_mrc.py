@@ -110,3 +110,35 @@ def test_reads_all_shared_micrographs():
         with open_image(p) as img:
             f = img.frame(0)
             assert f.ndim == 2 and np.isfinite(np.asarray(f, np.float64)).all()
+
+
+def _strip_map_id(path):
+    raw = bytearray(path.read_bytes())
+    raw[208:216] = bytes(8)  # no "MAP " and no machine stamp, as older writers leave them
+    path.write_bytes(bytes(raw))
+
+
+def test_mrc_without_map_id_is_read_when_its_header_accounts_for_the_file(tmp_path):
+    src = tmp_path / "old.mrcs"
+    data = np.arange(3 * 16 * 20, dtype=np.float32).reshape(3, 16, 20)
+    _make(src, data)
+    _strip_map_id(src)
+    with open_image(src) as img:
+        assert img.n_frames == 3 and img.shape == (16, 20)
+        np.testing.assert_array_equal(np.asarray(img.frame(2)), data[2])
+        dest = write_like(tmp_path / "out" / "old.mrcs", [np.asarray(img.frame(i)) for i in range(3)], img)
+    with mrcfile.open(dest) as out:  # the output is a standard MRC2014 file
+        assert out.header.map.item() == b"MAP " and np.isclose(out.voxel_size.x, 1.25)
+    # without the ID, a header that does not account for every byte is still refused
+    raw = src.read_bytes()
+    src.write_bytes(raw[:-4])
+    with pytest.raises(FormatError, match="old.mrcs.*signature"):
+        open_image(src)
+
+
+@needs_shared
+def test_reads_shared_particle_stacks_without_map_id():
+    for p in sorted((SHARED / "cryoem" / "simulated_pairs").glob("*.mrcs")):
+        with open_image(p) as img:
+            assert img.n_frames == 576 and img.shape == (32, 32)
+            assert np.isfinite(np.asarray(img.frame(575), np.float64)).all()

@@ -39,6 +39,8 @@ def open_image(path: str | Path, *, permissive: bool = False) -> ImageFile:
         if mod.sniff(head):
             return cls(path, permissive=permissive)
     suffix = path.suffix.lower()
+    if suffix in mrc.SUFFIXES and mrc.sniff_legacy(head, path.stat().st_size):
+        return mrc.MrcImage(path, permissive=True)  # no map ID, but a header that accounts for every byte
     for name, (mod, cls) in READERS.items():
         if suffix in mod.SUFFIXES:
             raise FormatError(f"not a valid {name.upper()} file (its signature bytes are missing)", path=path,
