@@ -35,7 +35,6 @@ from .noise.models import stack as stack_noise
 from .physics import Denoising
 
 VAL_PATCHES = 32
-LEARN_FRACTION = 0.5  # losses that learn the noise learn it in this first part of training, then train SURE with it
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -195,8 +194,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     except ValueError as e:
         raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
-    options = {"learn_steps": int(LEARN_FRACTION * cfg.steps), **cfg.loss_options, "groups": len(paths)} if learns \
-        else cfg.loss_options
+    options = {**cfg.loss_options, "groups": len(paths)} if learns else cfg.loss_options
     loss = build_loss(cfg.loss, **options)
 
     def physics_for(sources: list[tuple[int, int]]) -> Denoising:

@@ -10,9 +10,14 @@ noise unknown: the first-order PG-SURE weight `gain * (y - offset) + sigma^2` sp
 its value carries `pg-sure`'s second-order term too (`second_order`, "auto" below 100 counts per pixel).
 
 The constraint has a price: the constrained network is not the best denoiser for the noise it finds (the peers'
-UNSURE ends 1.1 dB below their SURE on BSD68; here `pg-unsure` ended 1.5 dB below `pg-sure` on Set12 at 30 photons).
-With the multipliers held fixed the Lagrangian is SURE with that noise model, so after `learn_steps` training steps
-(`fit` sets half of `--steps`; None: never) the ascent stops and the rest of training is SURE with the learned noise.
+UNSURE ends 1.1 dB below their SURE on BSD68), and the multiplier overestimates the noise by about the constrained
+network's own error: for a linear zero-divergence filter `I - W = eta C^-1` (C the data covariance), so
+`eta = n / tr(C^-1) = E|y - f(y)|^2 / n = sigma^2 + MSE(f) / n`, and no self-supervised identity removes that term
+without a prior on the signal (on Set12, 300 steps: sigma +15 % at 25/255 and +34 % at 10/255, from estimates
+within 1 % of the truth). The multipliers are learned throughout training by default: holding them after half of
+it and training SURE with the overestimate cost 1.1-2.6 dB (Set12, `unsure` at 10 and 25/255, `pg-unsure` at 1, 5
+and 30 photons; FMD unchanged). `learn_steps=N` still stops the ascent after N training steps, after which the
+Lagrangian is SURE with the learned noise.
 
 The multipliers are buffers of the loss (saved in checkpoints, restored by `--resume`, moved with `.to(device)`),
 one set per input file (`groups`; `physics.sources` says which file each sample of a batch comes from), since gain
