@@ -384,8 +384,6 @@ class PerFrame:
     name: ClassVar[str] = "per-frame"
     frames: tuple[NoiseModel, ...]
 
-    signal_dependent: ClassVar[bool] = False
-
     def frame(self, i: int) -> NoiseModel:
         return self.frames[i]
 
