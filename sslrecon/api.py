@@ -101,7 +101,15 @@ def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel | Pe
     stack's Gaussian level may differ between its frames: then one model per frame)."""
     if isinstance(given, AutoNoise):
         return per_frame(estimate_noise(_sample_frames([img]), offset=given.offset), img.frame, img.n_frames)
+    _check_frame_count(given, img.n_frames, img.path)
     return given
+
+
+def _check_frame_count(given, n_frames: int, path: Path) -> None:
+    """A per-frame `--noise` must give one model per frame of the file."""
+    if isinstance(given, PerFrame) and len(given.frames) != n_frames:
+        raise InputError(f"--noise gives {len(given.frames)} per-frame sigmas, but the file has {n_frames} frame(s)",
+                         path=path, fix="give one sigma per frame of every input, or one sigma")
 
 
 def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel | PerFrame]]:
@@ -110,7 +118,7 @@ def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[N
     per_file = [file_noise(given, img) for img in images]
     if isinstance(given, AutoNoise) and len(images) > 1:  # one file: its own estimate is the pooled one
         return estimate_noise(_sample_frames(images), offset=given.offset), per_file
-    return (file_model(per_file[0]) if isinstance(given, AutoNoise) else given), per_file
+    return file_model(per_file[0] if isinstance(given, AutoNoise) else given), per_file
 
 
 def _recorded_noise(state: dict, override: str | None):
@@ -353,7 +361,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     outdir = Path(outdir)
     dests = _outputs(paths, outdir, overwrite)
     noise_for = _recorded_noise(state, noise)  # a bad spec fails before anything is written
-    _check_all(paths)
+    _check_noise_frames(noise, paths, _check_all(paths))
     rec = _reconstructor(state, device, tile_size, test_samples)
     seed = int(state["config"].get("seed", 0))
     label = f"{state['loss']} denoised"
@@ -366,6 +374,13 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
             write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
                    "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _check_noise_frames(spec: str | None, paths: list[Path], shapes: list[tuple[int, tuple[int, int]]]) -> None:
+    """Before anything is written: a per-frame `--noise` fits every input's frame count."""
+    given = parse_noise(spec) if spec is not None else None
+    for p, (n, _) in zip(paths, shapes):
+        _check_frame_count(given, n, p)
 
 
 def _reconstructor(state, device, tile_size, test_samples) -> Reconstructor:
@@ -390,6 +405,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     refs = _references(paths, reference) if reference is not None else [None] * len(paths)
     noise_for = _recorded_noise(state, noise)  # a bad spec fails before any work
     shapes = _check_all(paths)
+    _check_noise_frames(noise, paths, shapes)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
             if shape != ref_shape:

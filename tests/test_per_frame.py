@@ -93,3 +93,37 @@ def test_fit_reconstruct_validate_use_per_frame_noise(tmp_path, capsys):
     code, out, err = run(["validate", tmp_path / "run", data, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["files"][0]["noise"]["name"] == "per-frame"
+
+
+def test_per_frame_sigmas_given_on_the_command_line(tmp_path, capsys):
+    """`--noise gaussian:sigma_per_frame=FILE` (one sigma per frame, e.g. from a tilt scheme or from
+    `sslrecon noise`) is recorded and used; a file of another frame count is refused, nothing written."""
+    from sslrecon.errors import NoiseSpecError
+    from sslrecon.noise import parse_noise
+
+    rng = np.random.default_rng(2)
+    data = tmp_path / "series"
+    data.mkdir()
+    tifffile.imwrite(data / "tilt.tif", stack(rng, SIGMAS, 64), photometric="minisblack")
+    sig = tmp_path / "sigmas.txt"
+    sig.write_text("\n".join(str(s) for s in SIGMAS))
+    assert parse_noise(f"gaussian:sigma_per_frame={sig}") == PerFrame(tuple(Gaussian(s) for s in SIGMAS))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("3\n-1\n")
+    for spec in (f"gaussian:sigma_per_frame={bad}", f"gaussian:sigma_per_frame={tmp_path / 'none.txt'}"):
+        try:
+            parse_noise(spec)
+            raise AssertionError(spec)
+        except NoiseSpecError:
+            pass
+    code, out, err = run(["fit", data, "--loss", "sure", "--noise", f"gaussian:sigma_per_frame={sig}", "--steps", "2",
+                          "--val-every", "2", "--width", "8", "-o", tmp_path / "run", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert from_dict(doc["noise_per_file"][str(data / "tilt.tif")]) == parse_noise(f"gaussian:sigma_per_frame={sig}")
+    three = tmp_path / "three.txt"
+    three.write_text("3\n6\n9\n")
+    code, out, err = run(["reconstruct", tmp_path / "run", data, "-o", tmp_path / "out", "--noise",
+                          f"gaussian:sigma_per_frame={three}"], capsys)
+    assert code == 2 and "tilt.tif" in err and "3 per-frame sigmas" in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "tilt.tif").exists()

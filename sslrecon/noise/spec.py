@@ -1,4 +1,4 @@
-"""Parsing `--noise` specifications: `gaussian:sigma=V`, `poisson:gain=V[,offset=V]`,
+"""Parsing `--noise` specifications: `gaussian:sigma=V`, `gaussian:sigma_per_frame=FILE`, `poisson:gain=V[,offset=V]`,
 `pg:gain=V,sigma=V[,offset=V]`, `gamma:looks=V[,offset=V]`, `corr:sigma=V,kernel=FILE`,
 `corr:sigma=V,size=N` or `corr:sigma=V,psd=FILE` (data units), or `auto[:offset=V]` (estimated from the
 measurements; a known dark level separates the offset from the read noise, which the measurements alone cannot).
@@ -8,7 +8,9 @@ A correlated-noise kernel comes from a file (`.npy`, or text that numpy.loadtxt 
 or comes from a 2-D power spectrum in such a file (`psd=FILE`: any shape of at least 3 x 3, non-negative, zero
 frequency at the centre, index (H // 2, W // 2), as `numpy.fft.fftshift(abs(numpy.fft.fft2(noise)) ** 2)` gives;
 see `models.kernel_from_psd`); either way it is normalised so that `sigma` is the per-pixel standard deviation
-(of a spectrum only the shape matters)."""
+(of a spectrum only the shape matters). `sigma_per_frame=FILE` gives a stack's Gaussian level frame by frame (a
+tilt or exposure series): one positive value per frame in such a file (what `sslrecon noise` reports as
+`sigma_per_frame`)."""
 from __future__ import annotations
 
 import math
@@ -18,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NoiseSpecError
-from .models import MODELS, Correlated, NoiseModel, kernel_from_psd
+from .models import MODELS, Correlated, Gaussian, NoiseModel, PerFrame, kernel_from_psd
 
-FORMS = ("gaussian:sigma=V, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], "
+FORMS = ("gaussian:sigma=V, gaussian:sigma_per_frame=FILE, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], "
          "corr:sigma=V,kernel=FILE, corr:sigma=V,size=N, corr:sigma=V,psd=FILE, or auto[:offset=V]")
 _POSITIVE = {"sigma", "gain", "looks"}
 _KERNEL_FIX = "give a .npy file, or a text file numpy.loadtxt reads, holding a square 2-D array with an odd side"
@@ -35,12 +37,15 @@ class AutoNoise:
     offset: float | None = None
 
 
-def parse(spec: str) -> NoiseModel | AutoNoise:
+def parse(spec: str) -> NoiseModel | PerFrame | AutoNoise:
     """Parse a noise spec (`AutoNoise` for `auto`). Raises NoiseSpecError naming the valid forms."""
     spec = spec.strip()
     head, _, rest = spec.partition(":")
     if head.strip().lower() == "auto":
         return _parse_auto(spec, rest)
+    key, eq, val = rest.strip().partition("=")
+    if head.strip().lower() == "gaussian" and key.strip().lower() == "sigma_per_frame" and eq:
+        return _per_frame(val.strip())
     name, _, rest = spec.partition(":")
     name = name.strip().lower()
     if name not in MODELS:
@@ -82,6 +87,23 @@ def _parse_auto(spec: str, rest: str) -> AutoNoise:
             raise NoiseSpecError(f"bad parameter '{item}' in --noise '{spec}' (auto takes offset)", fix=f"use {FORMS}")
         offset = _number("offset", val, spec)
     return AutoNoise(offset)
+
+
+def _per_frame(val: str) -> PerFrame:
+    """`gaussian:sigma_per_frame=FILE`: one Gaussian sigma per frame, from a file of positive numbers."""
+    fix = "give a .npy file, or a text file numpy.loadtxt reads, holding one positive sigma per frame"
+    path = Path(val).expanduser()
+    if not path.is_file():
+        raise NoiseSpecError("per-frame sigma file not found", path=path, fix=fix)
+    try:
+        a = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=1)
+        a = np.asarray(a, dtype=float).ravel()
+    except (OSError, ValueError, TypeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NoiseSpecError(f"cannot read the per-frame sigmas ({reason})", path=path, fix=fix) from None
+    if a.size == 0 or not (np.isfinite(a) & (a > 0)).all():
+        raise NoiseSpecError("the per-frame sigmas must be finite positive numbers, at least one", path=path, fix=fix)
+    return PerFrame(tuple(Gaussian(sigma=float(v)) for v in a))
 
 
 def _number(key: str, val: str, spec: str) -> float:
