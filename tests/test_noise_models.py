@@ -218,7 +218,8 @@ def _spec_error(spec) -> str:
     ("corr:sigma=1,size=2.5", "odd whole number"), ("corr:sigma=1,size=abc", "odd whole number"),
     ("corr:sigma=1", "exactly one of kernel=FILE, size=N or psd=FILE"),
     ("corr:sigma=1,size=3,kernel=k.npy", "exactly one of"), ("corr:sigma=1,psd=p.npy,size=3", "exactly one of"),
-    ("corr:size=3", "lacks sigma"), ("corr:sigma=0,size=3", "sigma must be"), ("corr:sigma=1,gain=2", "bad parameter"),
+    ("corr:size=3", "lacks sigma"), ("corr:sigma=0,size=3", "sigma must be"), ("corr:sigma=1,gain=2", "exactly one of"),
+    ("corr:sigma=1,looks=2,size=3", "bad parameter"), ("corr:sigma=1,gain=-2,size=3", "gain must be"),
 ])
 def test_parse_errors_of_new_forms(spec, expect):
     assert expect in _spec_error(spec)
@@ -398,3 +399,26 @@ def test_stack_of_correlated_models_with_different_kernels():
 def test_stack_refuses_models_without_a_common_form(models):
     with pytest.raises(ValueError, match="cannot batch .* noise together"):
         stack(models)
+
+
+def test_signal_dependent_correlated_noise_has_its_level_and_covariance():
+    """`corr` with a gain: per-pixel variance `gain (x - offset) + sigma^2`, correlation that of the kernel
+    (covariance `S K K^T S`), `cov_apply` matching the Monte-Carlo covariance at the clean signal, and the
+    model's units, spec and stacking like the other models'."""
+    model = Correlated(1.5, SKEW, gain=2.0, offset=-10.0)
+    assert model.signal_dependent and not Correlated(1.5, SKEW).signal_dependent
+    x = torch.linspace(0, 300, 256, dtype=torch.float64).view(1, 1, 16, 16)
+    draws = 10000
+    n = model.sample(x.expand(draws, 1, 16, 16), generator=gen(12)) - x
+    assert_moments(n[:, 0][None], model.variance(x)[0])
+    v = torch.randn(1, 1, 16, 16, generator=gen(13), dtype=torch.float64)
+    emp, se = _covariance_estimate(n, v)
+    assert float((emp - model.cov_apply(x, v)).norm()) < 2 * se
+    assert float((emp - model.variance(x) * v).norm()) > 3 * se  # tells it from white noise of that level
+    assert from_dict(model.to_dict()) == model and "gain=2" in model.spec()
+    assert model.rescaled(10.0, 2.0) == Correlated(0.75, SKEW, gain=1.0, offset=-10.0)
+    assert parse_noise("corr:sigma=1.5,gain=2,offset=-10,size=3") == Correlated(1.5, BOX3, gain=2.0, offset=-10.0)
+    assert "gain" not in Correlated(1.5, SKEW).to_dict()  # a stationary model's record is unchanged
+    batch = stack([model, Correlated(2.0, SKEW)])
+    var = batch.variance_map(torch.full((2, 1, 8, 8), 50.0, dtype=torch.float64))
+    assert torch.allclose(var[:, 0, 4, 4].float(), torch.tensor([2.0 * 60 + 2.25, 4.0]))

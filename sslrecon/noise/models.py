@@ -209,6 +209,12 @@ class Correlated(NoiseModel):
     """Stationary correlated Gaussian noise `n = sigma * (k * w)`, `w` white N(0, 1), with the kernel `k`
     normalised to unit sum of squares so that `sigma` is the per-pixel standard deviation.
 
+    With `gain` (and `offset`) the level follows the signal as Poisson-Gaussian noise does while the
+    correlation stays that of `k` (detector counts blurred by charge sharing, interpolation or
+    motion correction): `n = s(x) * (k * w)` with `s^2 = gain * (x - offset) + sigma^2`, covariance
+    `S K K^T S` (`S = diag(s)`), a Gaussian approximation to the shot noise. Risk estimates take `s`
+    at the measurement (`stein_weight`, clamped at 0), the first-order PG-SURE plug-in.
+
     Noise is drawn as the 'valid' correlation of white noise larger than the image by `k - 1` on each axis,
     so its covariance is exactly `sigma^2 K K^T` (`cov_apply`): the same everywhere, borders included, and
     with no wrap-around between opposite edges. `kernel` is a tuple of tuples (hashable, comparable); a model
@@ -218,6 +224,8 @@ class Correlated(NoiseModel):
     white: ClassVar[bool] = False
     sigma: float
     kernel: tuple[tuple[float, ...], ...]
+    gain: float = 0.0
+    offset: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.kernel, torch.Tensor):  # stacked: already normalised by `stack`
@@ -236,6 +244,10 @@ class Correlated(NoiseModel):
     def side(self) -> int:
         return self.kernel.shape[-1] if isinstance(self.kernel, torch.Tensor) else len(self.kernel)
 
+    @property
+    def signal_dependent(self) -> bool:  # type: ignore[override]
+        return bool(torch.as_tensor(self.gain).ne(0).any())
+
     def _filter(self, v: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """`K v`: each image correlated with its kernel, 'valid' (each side shrinks by k - 1); or the adjoint
         `K^T v` (each side grows by k - 1). Channels share their sample's kernel."""
@@ -251,29 +263,47 @@ class Correlated(NoiseModel):
         return op(v.transpose(0, 1), k, groups=k.shape[0]).transpose(0, 1)
 
     def variance(self, x):
-        return torch.zeros_like(x) + self.sigma**2
+        if not self.signal_dependent:
+            return torch.zeros_like(x) + self.sigma**2
+        return self.gain * (x - self.offset).clamp_min(0) + self.sigma**2
 
-    def noise_like(self, y, generator=None):
+    def _unit(self, y, generator):
+        """`k * w` for white `w` larger than `y` by `k - 1` on each axis: unit-variance correlated noise."""
         s = self.side - 1
         w = torch.randn((*y.shape[:-2], y.shape[-2] + s, y.shape[-1] + s), generator=generator, device=y.device,
                         dtype=y.dtype)
-        return self.sigma * self._filter(w)
+        return self._filter(w)
+
+    def noise_like(self, y, generator=None):
+        if not self.signal_dependent:
+            return self.sigma * self._unit(y, generator)
+        return self.variance_map(y).sqrt() * self._unit(y, generator)
 
     def sample(self, x, generator=None):
-        return x + self.noise_like(x, generator)
+        if not self.signal_dependent:
+            return x + self.noise_like(x, generator)
+        return x + self.variance(x).sqrt() * self._unit(x, generator)
 
     def cov_apply(self, y, v):
-        return self.sigma**2 * self._filter(self._filter(v, adjoint=True))
+        if not self.signal_dependent:
+            return self.sigma**2 * self._filter(self._filter(v, adjoint=True))
+        s = self.stein_weight(y).sqrt()
+        return s * self._filter(self._filter(s * v, adjoint=True))
 
     def stein_weight(self, y):
-        """The diagonal of the covariance, sigma^2: the trace term of SURE (its divergence uses `cov_apply`)."""
-        return self.variance(y)
+        """The diagonal of the covariance at the measurement: sigma^2, or `gain * (y - offset) + sigma^2`
+        clamped at 0: the trace term of SURE (its divergence uses `cov_apply`)."""
+        if not self.signal_dependent:
+            return self.variance(y)
+        return (self.gain * (y - self.offset) + self.sigma**2).clamp_min(0)
 
     def covariance(self, size: int) -> np.ndarray:
         """Autocovariance `sigma^2 (k ⋆ k)` on a `size` x `size` grid of lags (odd side, zero lag at the centre
         `c`): entry `[c + dy, c + dx]` is `E[n(i, j) n(i + dy, j + dx)]`. (B, size, size) for a stacked model."""
         if size < 1 or size % 2 == 0:
             raise ValueError(f"covariance size must be odd and positive, not {size}")
+        if self.signal_dependent:
+            raise ValueError("a signal-dependent correlated model has no stationary covariance")
         stacked = isinstance(self.kernel, torch.Tensor)
         k = self.kernel.detach().cpu().double().numpy()[:, 0] if stacked else np.asarray(self.kernel)
         var = torch.as_tensor(self.sigma, dtype=torch.float64).cpu().numpy().reshape(-1, 1, 1) ** 2
@@ -284,16 +314,22 @@ class Correlated(NoiseModel):
         return cov if stacked else cov[0]
 
     def rescaled(self, shift, scale):
-        return replace(self, sigma=self.sigma / scale)
+        return replace(self, sigma=self.sigma / scale, gain=self.gain / scale, offset=(self.offset - shift) / scale)
 
     def as_pg(self):
         raise ValueError("correlated noise has no Poisson-Gaussian form (its pixels are not independent)")
 
+    def _level(self) -> dict:
+        """gain and offset where they matter (a stationary model's dict and spec stay as they were)."""
+        return {"gain": float(self.gain), "offset": float(self.offset)} if self.signal_dependent else {}
+
     def to_dict(self):
-        return {"name": self.name, "sigma": float(self.sigma), "kernel": [list(row) for row in self.kernel]}
+        return {"name": self.name, "sigma": float(self.sigma), "kernel": [list(row) for row in self.kernel],
+                **self._level()}
 
     def spec(self):
-        return f"{self.name}:sigma={self.sigma:.6g},kernel=<{self.side}x{self.side}>"
+        extra = "".join(f",{k}={v:.6g}" for k, v in self._level().items())
+        return f"{self.name}:sigma={self.sigma:.6g}{extra},kernel=<{self.side}x{self.side}>"
 
 
 def kernel_from_autocorrelation(acf: np.ndarray) -> np.ndarray:
@@ -365,7 +401,8 @@ def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> Noise
             side = max(m.side for m in models)
             ks = np.stack([np.pad(np.asarray(m.kernel), (side - m.side) // 2) for m in models])
             return Correlated(sigma=col(models, "sigma"),
-                              kernel=torch.tensor(ks[:, None], dtype=torch.float32, device=device))
+                              kernel=torch.tensor(ks[:, None], dtype=torch.float32, device=device),
+                              gain=col(models, "gain"), offset=col(models, "offset"))
         return cls(**{f.name: col(models, f.name) for f in fields(cls)})
     try:
         pgs = [m.as_pg() for m in models]

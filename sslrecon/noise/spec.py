@@ -1,6 +1,7 @@
 """Parsing `--noise` specifications: `gaussian:sigma=V`, `gaussian:sigma_per_frame=FILE`, `poisson:gain=V[,offset=V]`,
 `pg:gain=V,sigma=V[,offset=V]`, `gamma:looks=V[,offset=V]`, `corr:sigma=V,kernel=FILE`,
-`corr:sigma=V,size=N` or `corr:sigma=V,psd=FILE` (data units), or `auto[:offset=V]` (estimated from the
+`corr:sigma=V,size=N` or `corr:sigma=V,psd=FILE` (each with an optional `gain=V[,offset=V]`: a level that follows
+the signal), all in data units, or `auto[:offset=V]` (estimated from the
 measurements; a known dark level separates the offset from the read noise, which the measurements alone cannot).
 
 A correlated-noise kernel comes from a file (`.npy`, or text that numpy.loadtxt reads) holding a square
@@ -22,8 +23,9 @@ import numpy as np
 from ..errors import NoiseSpecError
 from .models import MODELS, Correlated, Gaussian, NoiseModel, PerFrame, kernel_from_psd
 
-FORMS = ("gaussian:sigma=V, gaussian:sigma_per_frame=FILE, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], "
-         "corr:sigma=V,kernel=FILE, corr:sigma=V,size=N, corr:sigma=V,psd=FILE, or auto[:offset=V]")
+FORMS = ("gaussian:sigma=V, gaussian:sigma_per_frame=FILE, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], "
+         "gamma:looks=V[,offset=V], corr:sigma=V,kernel=FILE, corr:sigma=V,size=N, corr:sigma=V,psd=FILE "
+         "(corr also with gain=V[,offset=V]), or auto[:offset=V]")
 _POSITIVE = {"sigma", "gain", "looks"}
 _KERNEL_FIX = "give a .npy file, or a text file numpy.loadtxt reads, holding a square 2-D array with an odd side"
 _PSD_FIX = ("give a .npy file, or a text file numpy.loadtxt reads, holding a 2-D power spectrum of at least 3 x 3 "
