@@ -137,6 +137,10 @@ def test_epu_micrograph_noise_level_matches_its_variance():
     level = float(np.sqrt(rep.model.variance(__import__("torch").tensor([float(y.mean())]))[0]))
     assert 0.85 < level / np.sqrt(y.var()) < 1.05
     assert rep.heldout_error < 0.15
+    # counts whose level follows the signal and whose noise is correlated (lag-1 0.55 at every brightness):
+    # one model with both, so SURE does not let a network copy the correlation
+    assert rep.kind == "signal-dependent" and isinstance(rep.model, Correlated) and rep.model.gain > 0
+    assert min(rep.correlation.lag1_terciles) > 0.5
 
 
 def test_signal_dependence_over_a_narrow_brightness_range():
@@ -234,3 +238,21 @@ def test_bin_variance_in_the_noise_basis_is_unbiased_and_precise():
     rel = np.array([_site_variance(s, np.sort(order[k * 500:(k + 1) * 500]), rng) / true - 1 for k in range(20)])
     assert abs(rel.mean()) < 3 * rel.std(ddof=1) / np.sqrt(len(rel)) + 0.01
     assert rel.std(ddof=1) < 0.04
+
+
+def test_signal_dependent_correlated_noise_is_recognised_with_both():
+    """Counts with Poisson-Gaussian level and a correlating kernel (lag-1 0.4): the model keeps gain, read
+    noise and the correlation; the same level without the kernel stays white Poisson-Gaussian."""
+    import torch
+
+    truth = Correlated(3.0, ((0.0, 0.35, 0.0), (0.35, 1.0, 0.35), (0.0, 0.35, 0.0)), gain=2.0)
+    x = torch.tensor(np.stack([ramp_scene(lo=20, hi=500) for _ in range(2)]))[:, None]
+    y = truth.sample(x, generator=torch.Generator().manual_seed(0))[:, 0].numpy()
+    rep = analyze(list(y))
+    assert rep.kind == "signal-dependent" and isinstance(rep.model, Correlated)
+    assert abs(rep.model.gain / 2.0 - 1) < 0.15 and rep.correlation.lag1 > 0.3
+    from sslrecon.api import auto_loss
+
+    assert auto_loss(rep.model) == "sure"  # generalised SURE takes the covariance; pg-sure would not
+    white = analyze([2.0 * np.random.default_rng(1).poisson(ramp_scene(lo=20, hi=500)) for _ in range(2)])
+    assert isinstance(white.model, (Poisson, PoissonGaussian))

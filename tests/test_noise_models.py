@@ -395,7 +395,7 @@ def test_stack_of_correlated_models_with_different_kernels():
     assert batch.rescaled(0.0, 2.0).sigma.flatten().tolist() == [1.0, 0.25]
 
 
-@pytest.mark.parametrize("models", [[Gamma(2.0), Gaussian(1.0)], [Correlated(1.0, BOX3), PoissonGaussian(1.0, 1.0)]])
+@pytest.mark.parametrize("models", [[Gamma(2.0), Gaussian(1.0)], [Correlated(1.0, BOX3), Gamma(2.0)]])
 def test_stack_refuses_models_without_a_common_form(models):
     with pytest.raises(ValueError, match="cannot batch .* noise together"):
         stack(models)
@@ -422,3 +422,16 @@ def test_signal_dependent_correlated_noise_has_its_level_and_covariance():
     batch = stack([model, Correlated(2.0, SKEW)])
     var = batch.variance_map(torch.full((2, 1, 8, 8), 50.0, dtype=torch.float64))
     assert torch.allclose(var[:, 0, 4, 4].float(), torch.tensor([2.0 * 60 + 2.25, 4.0]))
+
+
+def test_white_models_share_a_batch_with_correlated_ones_as_1x1_kernels():
+    batch = stack([Correlated(1.5, SKEW, gain=2.0), PoissonGaussian(gain=3.0, sigma=1.0, offset=10.0), Gaussian(2.0)])
+    assert isinstance(batch, Correlated) and batch.kernel.shape == (3, 1, 3, 3)
+    y = torch.full((3, 1, 8, 8), 30.0, dtype=torch.float64)
+    var = batch.stein_weight(y)[:, 0, 4, 4]
+    assert torch.allclose(var.float(), torch.tensor([2.0 * 30 + 2.25, 3.0 * 20 + 1.0, 4.0]))
+    v = torch.randn(3, 1, 8, 8, generator=gen(14), dtype=torch.float64)
+    white = batch.cov_apply(y, v)[1:, :, 2:-2, 2:-2]  # the white samples: a diagonal covariance
+    assert torch.allclose(white, (batch.stein_weight(y) * v)[1:, :, 2:-2, 2:-2], atol=1e-5)
+    with pytest.raises(ValueError, match="cannot batch gamma and corr"):
+        stack([Correlated(1.5, SKEW), Gamma(3.0)])

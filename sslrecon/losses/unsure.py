@@ -183,7 +183,9 @@ class PgUnsure(_Learned):
         try:
             pg = noise.as_pg() if noise is not None else PoissonGaussian(gain=0.0, sigma=0.0)
         except ValueError:  # correlated or gamma estimate: no Poisson-Gaussian form; start from its level
-            pg = PoissonGaussian(gain=0.0, sigma=float(noise.mean_sigma(y)))
+            level = getattr(noise, "gain", 0.0)  # a correlated model whose level follows the signal has one
+            pg = PoissonGaussian(gain=noise.gain, sigma=noise.sigma, offset=noise.offset) if level else \
+                PoissonGaussian(gain=0.0, sigma=float(noise.mean_sigma(y)))
         gain, var, offset = (float(torch.as_tensor(v).float().mean()) for v in (pg.gain, pg.sigma**2, pg.offset))
         if not gain > 0:  # no shot noise known: the dark level is at most the darkest value, shot noise starts small
             offset = float(y.min())

@@ -388,13 +388,16 @@ MODELS: dict[str, type[NoiseModel]] = {m.name: m for m in (Gaussian, Poisson, Po
 def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> NoiseModel:
     """One model for a batch whose sample `i` has noise `models[i]`. A batch with a single model keeps that
     model; models of one class stay that class, with (B, 1, 1, 1) tensor parameters (correlated kernels: a
-    (B, 1, k, k) tensor, zero-padded to the largest side); a mix of white classes becomes Poisson-Gaussian."""
+    (B, 1, k, k) tensor, zero-padded to the largest side); a mix of white classes becomes Poisson-Gaussian,
+    and white models beside correlated ones become correlated with a 1 x 1 kernel."""
     if all(m == models[0] for m in models):
         return models[0]
 
     def col(ms, name):
         return torch.tensor([float(getattr(m, name)) for m in ms], device=device).view(-1, 1, 1, 1)
 
+    if any(isinstance(m, Correlated) for m in models) and not all(isinstance(m, Correlated) for m in models):
+        models = [m if isinstance(m, Correlated) else _as_correlated(m) for m in models]
     cls = type(models[0])
     if all(type(m) is cls for m in models):
         if cls is Correlated:
@@ -448,6 +451,16 @@ def frame_model(model: NoiseModel | PerFrame, i: int) -> NoiseModel:
 def file_model(model: NoiseModel | PerFrame) -> NoiseModel:
     """One model for a whole file (a per-frame model's representative)."""
     return model.representative() if isinstance(model, PerFrame) else model
+
+
+def _as_correlated(model: NoiseModel) -> Correlated:
+    """A white model as correlated noise with a 1 x 1 kernel (to share a batch with correlated models)."""
+    try:
+        pg = model.as_pg()
+    except ValueError as e:
+        raise ValueError(f"cannot batch {model.name} and corr noise together: {e}; give every input the same "
+                         "noise model") from None
+    return Correlated(sigma=pg.sigma, kernel=((1.0,),), gain=pg.gain, offset=pg.offset)
 
 
 def from_dict(d: dict) -> NoiseModel | PerFrame:
