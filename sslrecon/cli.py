@@ -27,7 +27,7 @@ GlobOpt = Annotated[Optional[str], typer.Option("--glob", help="Only files whose
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw; the same seed reproduces a run on one device.")]
-NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], corr:sigma=V,size=N|kernel=FILE|psd=FILE, or auto[:offset=V] (estimated per file).")]
+NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, gaussian:sigma_per_frame=FILE (one sigma per frame of a stack), poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], corr:sigma=V,size=N|kernel=FILE|psd=FILE[,gain=V,offset=V] (correlated; with gain, a level that follows the signal), or auto[:offset=V] (estimated per file).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 TileOpt = Annotated[Optional[int], typer.Option("--tile-size", help="Tile side for inference (default: chosen from available memory).")]
 LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}, or auto (chosen for the noise model).")]

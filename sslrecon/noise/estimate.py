@@ -118,14 +118,19 @@ def _gradient_energy(img: np.ndarray, d: int) -> np.ndarray:
     return _box_sum(np.diff(img, axis=1) ** 2, d, d - 1) + _box_sum(np.diff(img, axis=0) ** 2, d - 1, d)
 
 
+def _tail_start(lam: np.ndarray) -> int:
+    """Chen's test on eigenvalues in descending order: the first index from which the remaining ones'
+    mean is at most their median (the noise-only tail)."""
+    for i in range(len(lam)):
+        if lam[i:].mean() <= np.median(lam[i:]):
+            return i
+    return len(lam) - 1
+
+
 def _trailing_mean(cov: np.ndarray) -> float:
     """Mean of the smallest eigenvalues, from the first index where their mean is at most their median."""
     lam = np.sort(np.linalg.eigvalsh(cov))[::-1]
-    for i in range(len(lam)):
-        tail = lam[i:]
-        if tail.mean() <= np.median(tail):
-            return float(tail.mean())
-    return float(lam[-1])
+    return float(lam[_tail_start(lam):].mean())
 
 
 def _at_most(idx: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -423,7 +428,7 @@ def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator) -> floa
 
 def _noise_basis(s: _Sites, ok: np.ndarray, start, rng: np.random.Generator) -> np.ndarray | None:
     """The directions of d x d patch space that hold noise alone: the trailing eigenvectors (Chen's
-    test, as in `_trailing_mean`) of the covariance of flat patches from every brightness, each patch
+    test, `_tail_start`) of the covariance of flat patches from every brightness, each patch
     divided by its predicted noise level `sqrt(start(mean))` so that all brightnesses weigh alike.
     Texture and edges live in the leading (smooth) directions of natural scenes, the same at every
     brightness, so one basis serves every bin and a bin's variance needs no eigenvalues of its own
@@ -432,14 +437,12 @@ def _noise_basis(s: _Sites, ok: np.ndarray, start, rng: np.random.Generator) -> 
     i = np.flatnonzero(ok & (s.ring < _ring_threshold(s.d) * shape))
     if len(i) < 20 * s.d * s.d:
         return None
-    i = _at_most(i, MAX_PATCHES // 4, rng)
-    p = s.patches(np.sort(i)) / np.sqrt(shape[np.sort(i)])[:, None]
+    i = np.sort(_at_most(i, MAX_PATCHES // 4, rng))
+    p = s.patches(i) / np.sqrt(shape[i])[:, None]
     p = p - p.mean(0)
-    lam, vec = np.linalg.eigh(p.T @ p / len(p))  # ascending
-    for k in range(len(lam), 0, -1):  # the largest tail whose mean is at most its median
-        if lam[:k].mean() <= np.median(lam[:k]):
-            return vec[:, :k]
-    return vec[:, :1]
+    lam, vec = np.linalg.eigh(p.T @ p / len(p))
+    lam, vec = lam[::-1], vec[:, ::-1]  # descending, as `_tail_start` takes them
+    return vec[:, _tail_start(lam):]
 
 
 #: Mean `_trailing_mean` of the sample covariance of n = 2^7 ... 2^17 independent unit Gaussian vectors
@@ -725,6 +728,10 @@ class Correlation:
     def lag1(self) -> float:
         return float(max(abs(self.acf[LAGS, LAGS + 1]), abs(self.acf[LAGS + 1, LAGS])))
 
+    def kernel(self) -> tuple[tuple[float, ...], ...]:
+        """A kernel whose white-noise correlation is `acf` (for a `Correlated` model)."""
+        return tuple(map(tuple, kernel_from_autocorrelation(self.acf).tolist()))
+
     @property
     def significant(self) -> bool:
         """Correlated noise is correlated at every brightness, while fine texture raises the
@@ -917,15 +924,13 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
                 # the correlation is the kernel's: white Poisson-Gaussian SURE would let a network copy it
                 pg = model.as_pg()
-                kernel = kernel_from_autocorrelation(corr.acf)
-                model = Correlated(sigma=float(pg.sigma), kernel=tuple(map(tuple, kernel.tolist())),
-                                   gain=float(pg.gain), offset=float(pg.offset))
+                model = Correlated(sigma=float(pg.sigma), kernel=corr.kernel(), gain=float(pg.gain),
+                                   offset=float(pg.offset))
             return NoiseReport(model, "signal-dependent", clip, fit, corr, notes)
         if corr.significant:
             used = fit.bin_used
             level = float(np.sqrt(max(np.average(fit.bin_var[used], weights=fit.bin_count[used]), 1e-300)))
-            kernel = kernel_from_autocorrelation(corr.acf)
-            model = Correlated(sigma=level, kernel=tuple(map(tuple, kernel.tolist())))
+            model = Correlated(sigma=level, kernel=corr.kernel())
             return NoiseReport(model, "correlated", clip, fit, corr, notes)
     g = estimate_gaussian(frames)
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
