@@ -97,12 +97,7 @@ def _per_frame(val: str) -> PerFrame:
     path = Path(val).expanduser()
     if not path.is_file():
         raise NoiseSpecError("per-frame sigma file not found", path=path, fix=fix)
-    try:
-        a = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=1)
-        a = np.asarray(a, dtype=float).ravel()
-    except (OSError, ValueError, TypeError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise NoiseSpecError(f"cannot read the per-frame sigmas ({reason})", path=path, fix=fix) from None
+    a = _load(path, "per-frame sigmas", fix, ndmin=1).ravel()
     if a.size == 0 or not (np.isfinite(a) & (a > 0)).all():
         raise NoiseSpecError("the per-frame sigmas must be finite positive numbers, at least one", path=path, fix=fix)
     return PerFrame(tuple(Gaussian(sigma=float(v)) for v in a))
@@ -139,12 +134,7 @@ def _read_array(val: str, key: str) -> np.ndarray:
     if not path.is_file():
         raise NoiseSpecError(f"{what} file not found", path=path,
                              fix=f"check the path in {key}=FILE, or use corr:sigma=V,size=N for a box kernel")
-    try:
-        a = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
-        a = np.asarray(a, dtype=float)
-    except (OSError, ValueError, TypeError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise NoiseSpecError(f"cannot read the {what} ({reason})", path=path, fix=fix) from None
+    a = _load(path, what, fix, ndmin=2)
     if key == "kernel" and (a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] % 2 == 0):
         raise NoiseSpecError(f"the kernel has shape {a.shape}, not a square with an odd side", path=path, fix=fix)
     if key == "psd" and (a.ndim != 2 or min(a.shape) < 3):
@@ -156,3 +146,13 @@ def _read_array(val: str, key: str) -> np.ndarray:
     if not a.any():
         raise NoiseSpecError(f"the {what} is all zeros", path=path, fix=fix)
     return a
+
+
+def _load(path: Path, what: str, fix: str, ndmin: int) -> np.ndarray:
+    """A float array from a .npy file or a text file numpy.loadtxt reads; an unreadable one is a NoiseSpecError."""
+    try:
+        a = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=ndmin)
+        return np.asarray(a, dtype=float)
+    except (OSError, ValueError, TypeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NoiseSpecError(f"cannot read the {what} ({reason})", path=path, fix=fix) from None
