@@ -228,6 +228,9 @@ class Correlated(NoiseModel):
     offset: float = 0.0
 
     def __post_init__(self):
+        # decided once: the property is read in every variance, probe and covariance call (a tensor test
+        # there would synchronise the GPU each time)
+        object.__setattr__(self, "_signal_dependent", bool(torch.as_tensor(self.gain).ne(0).any()))
         if isinstance(self.kernel, torch.Tensor):  # stacked: already normalised by `stack`
             return
         k = np.asarray(self.kernel, dtype=float)
@@ -246,7 +249,7 @@ class Correlated(NoiseModel):
 
     @property
     def signal_dependent(self) -> bool:  # type: ignore[override]
-        return bool(torch.as_tensor(self.gain).ne(0).any())
+        return self._signal_dependent
 
     def _filter(self, v: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """`K v`: each image correlated with its kernel, 'valid' (each side shrinks by k - 1); or the adjoint
@@ -403,9 +406,9 @@ def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> Noise
         if cls is Correlated:
             side = max(m.side for m in models)
             ks = np.stack([np.pad(np.asarray(m.kernel), (side - m.side) // 2) for m in models])
+            level = {k: col(models, k) for k in ("gain", "offset") if any(getattr(m, k) for m in models)}
             return Correlated(sigma=col(models, "sigma"),
-                              kernel=torch.tensor(ks[:, None], dtype=torch.float32, device=device),
-                              gain=col(models, "gain"), offset=col(models, "offset"))
+                              kernel=torch.tensor(ks[:, None], dtype=torch.float32, device=device), **level)
         return cls(**{f.name: col(models, f.name) for f in fields(cls)})
     try:
         pgs = [m.as_pg() for m in models]
