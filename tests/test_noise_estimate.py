@@ -8,23 +8,13 @@ from sslrecon.noise.estimate import LAGS, analyze, detect_clipping, gaussian_sig
 from .conftest import EPU, FMD, SHARED, needs_shared, smooth_image
 
 
-def ramp_scene(n=384, lo=1.0, hi=1000.0):
-    """Photon rates spanning lo..hi log-linearly, with broad blobs (no fine texture)."""
+def ramp_scene(n=384, lo=1.0, hi=1000.0, linear=False):
+    """Photon rates spanning lo..hi log-linearly (or linearly, as a scene's grey levels map onto photons:
+    then few pixels are dark), with broad blobs (no fine texture)."""
     r, c = np.mgrid[0:n, 0:n] / n
     u = 0.8 * c + 0.2 * np.exp(-((r - 0.5) ** 2 + (c - 0.3) ** 2) / 0.02)
     u = (u - u.min()) / (u.max() - u.min())
-    return 10 ** (np.log10(lo) + u * (np.log10(hi) - np.log10(lo)))
-
-
-def blob_scene(seed, n=384):
-    """A [0, 1] scene of a ramp and broad blobs (no fine texture), as in benchmarks/noise_estimation.py."""
-    rng = np.random.default_rng(seed)
-    r, c = np.mgrid[0:n, 0:n] / n
-    x = 0.5 * c + 0.2 * r
-    for _ in range(8):
-        cy, cx, w, a = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.2), rng.uniform(-0.5, 0.5)
-        x += a * np.exp(-((r - cy) ** 2 + (c - cx) ** 2) / (2 * w**2))
-    return (x - x.min()) / (x.max() - x.min())
+    return lo + u * (hi - lo) if linear else 10 ** (np.log10(lo) + u * (np.log10(hi) - np.log10(lo)))
 
 
 @pytest.mark.parametrize("gain,read", [(0.5, 1.0), (2.0, 4.0), (8.0, 24.0)])
@@ -199,14 +189,18 @@ def test_small_sample_shrink_table_matches_simulation():
 def test_read_noise_where_few_pixels_are_dark():
     """Photons mapped linearly onto 1..1000 (as a scene's grey levels would be): about 1 % of the area
     is below 10 photons. Bins spaced by the predicted variance resolve that dark end, and a common
-    noise-only basis measures each bin without the scatter of its own eigenvalues; the read noise was
-    100 % off with equal-share bins (read noise 0 and an invented dark level)."""
-    rng = np.random.default_rng(0)
-    frames = [8.0 * rng.poisson(1 + 999 * blob_scene(s)) + rng.normal(0, 24.0, (384, 384)) for s in range(4)]
-    rep = analyze(frames)
-    assert isinstance(rep.model, PoissonGaussian)
-    assert abs(rep.model.gain / 8.0 - 1) < 0.03
-    assert abs(rep.model.sigma / 24.0 - 1) < 0.15
+    noise-only basis measures each bin without the scatter of its own eigenvalues. Over three draws the
+    read noise's root-mean-square error is 5.5 % (with equal-share bins 58 %: one draw gave read noise 0
+    and an invented dark level)."""
+    gains, reads = [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        rep = analyze([8.0 * rng.poisson(ramp_scene(linear=True)) + rng.normal(0, 24.0, (384, 384)) for _ in range(4)])
+        assert isinstance(rep.model, PoissonGaussian)
+        gains.append(rep.model.gain / 8.0 - 1)
+        reads.append(rep.model.sigma / 24.0 - 1)
+    assert max(np.abs(gains)) < 0.03 and max(np.abs(reads)) < 0.15
+    assert np.sqrt(np.mean(np.square(reads))) < 0.1
 
 
 def test_variance_edges_resolve_the_dark_end():
