@@ -121,13 +121,12 @@ def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[N
     return file_model(per_file[0] if isinstance(given, AutoNoise) else given), per_file
 
 
-def _recorded_noise(state: dict, override: str | None):
-    """The noise model for each file at reconstruction: `--noise` when given (`auto` re-estimates per
-    file), else the model the run recorded: the file's own when it was trained on (a per-frame model
+def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None):
+    """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` re-estimates
+    per file), else the model the run recorded: the file's own when it was trained on (a per-frame model
     only while the file still has that many frames), else the run's."""
     if override is not None:
-        given = parse_noise(override)
-        return lambda img: file_noise(given, img)
+        return lambda img: file_noise(override, img)
     per_file = {Path(p).resolve(): from_dict(m) for p, m in state.get("noise_per_file", {}).items()}
     pooled = from_dict(state["noise"])
 
@@ -360,8 +359,9 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     paths = find_inputs(list(inputs), glob, stdin)
     outdir = Path(outdir)
     dests = _outputs(paths, outdir, overwrite)
-    noise_for = _recorded_noise(state, noise)  # a bad spec fails before anything is written
-    _check_noise_frames(noise, paths, _check_all(paths))
+    given = parse_noise(noise) if noise is not None else None  # a bad spec fails before anything is written
+    noise_for = _recorded_noise(state, given)
+    _check_noise_frames(given, paths, _check_all(paths))
     rec = _reconstructor(state, device, tile_size, test_samples)
     seed = int(state["config"].get("seed", 0))
     label = f"{state['loss']} denoised"
@@ -376,9 +376,8 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
                    "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _check_noise_frames(spec: str | None, paths: list[Path], shapes: list[tuple[int, tuple[int, int]]]) -> None:
+def _check_noise_frames(given, paths: list[Path], shapes: list[tuple[int, tuple[int, int]]]) -> None:
     """Before anything is written: a per-frame `--noise` fits every input's frame count."""
-    given = parse_noise(spec) if spec is not None else None
     for p, (n, _) in zip(paths, shapes):
         _check_frame_count(given, n, p)
 
@@ -403,9 +402,10 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
     refs = _references(paths, reference) if reference is not None else [None] * len(paths)
-    noise_for = _recorded_noise(state, noise)  # a bad spec fails before any work
+    given = parse_noise(noise) if noise is not None else None  # a bad spec fails before any work
+    noise_for = _recorded_noise(state, given)
     shapes = _check_all(paths)
-    _check_noise_frames(noise, paths, shapes)
+    _check_noise_frames(given, paths, shapes)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
             if shape != ref_shape:
