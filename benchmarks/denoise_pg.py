@@ -38,6 +38,7 @@ from sslrecon.config import RunConfig
 from sslrecon.data import Normalization
 from sslrecon.engine.metrics import psnr
 from sslrecon.engine.train import cosine_lr
+from sslrecon.errors import ConfigError
 from sslrecon.models import UNet, UNetConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -177,7 +178,7 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
                 row[name] = float(np.mean([psnr(c, tifffile.imread(o).astype(np.float64), rng_)
                                            for c, o in zip(clean, sorted(outs))]))
                 row[f"{name} model"] = doc["noise"]
-            except Exception as e:  # e.g. pg-sure refusing an estimated correlated model: record why
+            except ConfigError as e:  # e.g. pg-sure refusing an estimated correlated model: record why
                 row[name] = None
                 row[f"{name} refused"] = str(e)
         rows.append(row)
