@@ -19,6 +19,13 @@ it and training SURE with the overestimate cost 1.1-2.6 dB (Set12, `unsure` at 1
 and 30 photons; FMD unchanged). `learn_steps=N` still stops the ascent after N training steps, after which the
 Lagrangian is SURE with the learned noise.
 
+Correlated noise (detector charge sharing, resampled or motion-corrected micrographs) needs the constraint to cover
+the neighbours: with a pixel-wise one a network predicts each pixel's noise from its neighbours' and the multipliers
+fall far below the noise (EPU micrograph, lag-1 correlation 0.5: 0.10 times the estimated variance). Where the
+noise model that starts a file is correlated (`corr:...`, as `--noise auto` finds there), its kernel `K` is kept and
+the constraint becomes the generalised one, `tr(J Sigma) = 0` with `Sigma = K diag(gain u + sigma^2) K^T`, linear in
+the multipliers as the split needs; only the level is learned, not the correlation (same EPU run: 0.99 times).
+
 The multipliers are buffers of the loss (saved in checkpoints, restored by `--resume`, moved with `.to(device)`),
 one set per input file (`groups`; `physics.sources` says which file each sample of a batch comes from), since gain
 and read noise differ between sessions and detectors. They start from the noise model given or estimated for each
@@ -33,9 +40,11 @@ Test-time rule: one pass on the measurement.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..noise.models import Gaussian, NoiseModel, PoissonGaussian
+from ..noise.models import Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation
 from ..physics import DENOISING, Denoising
 from .base import Loss, LossOutput, probe_scale, rademacher
 from .pg import second_order_term, wants_second_order
@@ -55,8 +64,17 @@ class _Learned(Loss):
         for n in self._names:
             self.register_buffer(n, torch.zeros(groups))
             self.register_buffer(f"{n}_velocity", torch.zeros(groups))
+        self.register_buffer("kernel", torch.ones(groups, 1, 1, 1))  # each group's noise correlation (1 x 1: white)
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("ascents", torch.tensor(0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "kernel")
+        if saved is None:  # a run from before correlated constraints: white noise
+            state_dict[prefix + "kernel"] = torch.ones(self.groups, 1, 1, 1)
+        elif saved.shape != self.kernel.shape:  # the buffer takes the saved kernels' side
+            self.kernel = torch.ones(saved.shape, device=self.kernel.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def options(self):
         return {"tau": self.tau, "step": self.step, "momentum": self.momentum, "groups": self.groups,
@@ -73,7 +91,47 @@ class _Learned(Loss):
         for k, nk in enumerate(noises):
             own = y[src == k]
             self._start(k, nk, own if len(own) else y)
+        kernels = [np.asarray(n.kernel, dtype=float) if isinstance(n, Correlated) else np.ones((1, 1)) for n in noises]
+        side = max(k.shape[0] for k in kernels)
+        self.kernel = torch.tensor(np.stack([np.pad(k, (side - k.shape[0]) // 2) for k in kernels])[:, None],
+                                   dtype=torch.float32, device=self.kernel.device)
         self.initialised.fill_(True)
+
+    @property
+    def correlated(self) -> bool:
+        return self.kernel.shape[-1] > 1
+
+    def _group_kernel(self, k: int) -> tuple | None:
+        """Group `k`'s kernel without its zero border, as nested tuples; None where its noise is white."""
+        kern = self.kernel[k, 0].detach().cpu().double().numpy()
+        h = kern.shape[0] // 2
+        nz = np.argwhere(kern != 0)
+        r = int(np.abs(nz - h).max()) if len(nz) else 0
+        return None if r == 0 else tuple(map(tuple, kern[h - r:h + r + 1, h - r:h + r + 1].tolist()))
+
+    def _pooled_kernel(self) -> tuple | None:
+        """One kernel for all groups: the one whose autocorrelation is the mean of theirs (None if all are white)."""
+        if not self.correlated:
+            return None
+        if bool((self.kernel == self.kernel[:1]).all()):
+            return self._group_kernel(0)
+        side = self.kernel.shape[-1]
+        acf = np.mean([Correlated(sigma=1.0, kernel=tuple(map(tuple, k[0].tolist()))).covariance(side)
+                       for k in self.kernel.detach().cpu().double().numpy()], axis=0)
+        return tuple(map(tuple, kernel_from_autocorrelation(acf).tolist()))
+
+    def _covariance_probes(self, idx: torch.Tensor, b: torch.Tensor, u: torch.Tensor | None = None):
+        """`(K K^T b, K diag(u) K^T b)` with each sample's group kernel `K` (`b` and `u * b` for white noise; the
+        second is None without `u`). The constraints' covariances: `tr(J K diag(gain u + sigma^2) K^T)` is linear in
+        gain and sigma^2, as the split needs (`S K K^T S` of `Correlated`, with `S^2 = gain u + sigma^2`, is the same
+        where the level is constant over a kernel's width)."""
+        if not self.correlated:
+            return b, None if u is None else u * b
+        kern = self.kernel[idx]
+        r = kern.shape[-1] // 2
+        a = correlate(b, kern, adjoint=True)
+        ub = None if u is None else correlate(F.pad(u, (r, r, r, r), mode="replicate") * a, kern)
+        return correlate(a, kern), ub
 
     def _start(self, k: int, noise: NoiseModel | None, y: torch.Tensor) -> None:
         raise NotImplementedError
@@ -107,11 +165,12 @@ class _Learned(Loss):
                 param[present] = param[present] * torch.exp(self.step * vel[present])
 
     def _probe(self, model, y, noise: NoiseModel, generator):
-        """`(f(y), d)`: the output and a per-pixel Monte-Carlo estimate of `d_i f_i` (its mean is the divergence)."""
+        """`(f(y), b, J b)`: the output, a Rademacher probe and a finite-difference estimate of the Jacobian times it
+        (`mean(P b * J b)` estimates `tr(J P) / n`)."""
         eps = probe_scale(noise, y, self.tau)
         b = rademacher(y.shape, y, generator)
         fy = model(y)
-        return fy, b * (model(y + eps * b) - fy) / eps
+        return fy, b, (model(y + eps * b) - fy) / eps
 
     def batch_model(self, sources=None, n: int = 1) -> NoiseModel:
         """The learned model of each sample of a batch from the groups `sources` (None: `n` samples of group 0)."""
@@ -143,13 +202,17 @@ class Unsure(_Learned):
         var = noise.mean_sigma(y) ** 2 if noise is not None else 0.0
         self.variance[k] = var if var > 0 else 0.1 * float(y.var())
 
-    def batch_model(self, sources=None, n=1) -> Gaussian:
+    def batch_model(self, sources=None, n=1) -> Gaussian | Correlated:
         idx = self._index(sources, n)
         sigma = self._per_sample("variance", idx).sqrt()
-        return Gaussian(sigma=float(sigma) if len(idx) == 1 else sigma)
+        if len(idx) == 1:
+            kern = self._group_kernel(int(idx))
+            return Gaussian(sigma=float(sigma)) if kern is None else Correlated(sigma=float(sigma), kernel=kern)
+        return Correlated(sigma=sigma, kernel=self.kernel[idx]) if self.correlated else Gaussian(sigma=sigma)
 
-    def pooled_model(self) -> Gaussian:
-        return Gaussian(sigma=float(self.variance.mean().sqrt()))
+    def pooled_model(self) -> Gaussian | Correlated:
+        sigma, kern = float(self.variance.mean().sqrt()), self._pooled_kernel()
+        return Gaussian(sigma=sigma) if kern is None else Correlated(sigma=sigma, kernel=kern)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         self.initialise(physics.noise, y, physics.sources)
@@ -157,9 +220,9 @@ class Unsure(_Learned):
         dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
             var = self._per_sample("variance", idx)
-            fy, d = self._probe(model, y, self.batch_model(physics.sources, len(y)), generator)
+            fy, b, jb = self._probe(model, y, Gaussian(sigma=var.sqrt()), generator)
             fit = ((fy - y) ** 2).mean()
-            div = d.mean(dims)
+            div = (self._covariance_probes(idx, b)[0] * jb).mean(dims)
             value = fit - var.mean() + 2 * (var.flatten() * div).mean()
         self._ascend(idx, {"variance": div})
         return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(),
@@ -193,16 +256,24 @@ class PgUnsure(_Learned):
         self.gain[k], self.offset[k] = gain, offset
         self.variance[k] = var if var > 0 else 0.05 * float(y.var())
 
-    def batch_model(self, sources=None, n=1) -> PoissonGaussian:
-        idx = self._index(sources, n)
+    def _level(self, idx: torch.Tensor) -> PoissonGaussian:
+        """The learned level (gain, read noise, offset) of each sample, without the correlation."""
         gain, var, off = (self._per_sample(k, idx) for k in ("gain", "variance", "offset"))
         if len(idx) == 1:
             return PoissonGaussian(gain=float(gain), sigma=float(var.sqrt()), offset=float(off))
         return PoissonGaussian(gain=gain, sigma=var.sqrt(), offset=off)
 
-    def pooled_model(self) -> PoissonGaussian:
-        return PoissonGaussian(gain=float(self.gain.mean()), sigma=float(self.variance.mean().sqrt()),
-                               offset=float(self.offset.mean()))
+    def batch_model(self, sources=None, n=1) -> PoissonGaussian | Correlated:
+        idx = self._index(sources, n)
+        pg = self._level(idx)
+        kern = self._group_kernel(int(idx)) if len(idx) == 1 else self.kernel[idx] if self.correlated else None
+        return pg if kern is None else Correlated(sigma=pg.sigma, kernel=kern, gain=pg.gain, offset=pg.offset)
+
+    def pooled_model(self) -> PoissonGaussian | Correlated:
+        pg = PoissonGaussian(gain=float(self.gain.mean()), sigma=float(self.variance.mean().sqrt()),
+                             offset=float(self.offset.mean()))
+        kern = self._pooled_kernel()
+        return pg if kern is None else Correlated(sigma=pg.sigma, kernel=kern, gain=pg.gain, offset=pg.offset)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         self.initialise(physics.noise, y, physics.sources)
@@ -210,13 +281,13 @@ class PgUnsure(_Learned):
         dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
             gain, var, off = (self._per_sample(k, idx) for k in ("gain", "variance", "offset"))
-            pg = self.batch_model(physics.sources, len(y))
-            fy, d = self._probe(model, y, pg, generator)
+            pg = self._level(idx)
+            fy, b, jb = self._probe(model, y, pg, generator)
             u = y - off
             fit = ((fy - y) ** 2).mean()
-            weight = gain * u + var
-            value = fit - weight.mean() + 2 * (weight * d).mean()
-            div, div_u = d.mean(dims), (u * d).mean(dims) / u.abs().mean(dims).clamp_min(1e-12)
+            pb, pub = self._covariance_probes(idx, b, u)
+            value = fit - (gain * u + var).mean() + 2 * ((gain * pub + var * pb) * jb).mean()
+            div, div_u = (pb * jb).mean(dims), (pub * jb).mean(dims) / u.abs().mean(dims).clamp_min(1e-12)
             terms = {}
             if wants_second_order(self.second_order, y, pg):
                 second = second_order_term(model, y, pg, probe_scale(pg, y, self.tau2), generator)

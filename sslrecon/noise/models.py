@@ -252,18 +252,7 @@ class Correlated(NoiseModel):
         return self._signal_dependent
 
     def _filter(self, v: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
-        """`K v`: each image correlated with its kernel, 'valid' (each side shrinks by k - 1); or the adjoint
-        `K^T v` (each side grows by k - 1). Channels share their sample's kernel."""
-        k = torch.as_tensor(self.kernel, dtype=v.dtype, device=v.device).reshape(-1, 1, self.side, self.side)
-        op = F.conv_transpose2d if adjoint else F.conv2d
-        if k.shape[0] == 1:  # every image alike: a plain convolution over a batch of single-channel images
-            out = op(v.reshape(-1, 1, *v.shape[-2:]), k)
-            return out.reshape(*v.shape[:-2], *out.shape[-2:])
-        if v.ndim != 4 or v.shape[0] != k.shape[0]:
-            raise ValueError(f"a stack of {k.shape[0]} correlated-noise models cannot apply to shape {tuple(v.shape)}")
-        # one kernel per sample: samples become the groups of a grouped convolution, channels its batch (grouped
-        # convolutions with one group per image are very slow on the CPU)
-        return op(v.transpose(0, 1), k, groups=k.shape[0]).transpose(0, 1)
+        return correlate(v, self.kernel, adjoint)
 
     def variance(self, x):
         if not self.signal_dependent:
@@ -333,6 +322,24 @@ class Correlated(NoiseModel):
     def spec(self):
         extra = "".join(f",{k}={v:.6g}" for k, v in self._level().items())
         return f"{self.name}:sigma={self.sigma:.6g}{extra},kernel=<{self.side}x{self.side}>"
+
+
+def correlate(v: torch.Tensor, kernel, adjoint: bool = False) -> torch.Tensor:
+    """`K v`: each image of `v` (..., H, W) correlated with its kernel, 'valid' (each side shrinks by k - 1); or the
+    adjoint `K^T v` (each side grows by k - 1). `kernel` is one k x k kernel (nested tuples, array or tensor) for
+    every image, or a (B, 1, k, k) tensor, one per sample of a (B, C, H, W) batch; channels share their sample's."""
+    k = torch.as_tensor(kernel, dtype=v.dtype, device=v.device)
+    side = k.shape[-1]
+    k = k.reshape(-1, 1, side, side)
+    op = F.conv_transpose2d if adjoint else F.conv2d
+    if k.shape[0] == 1:  # every image alike: a plain convolution over a batch of single-channel images
+        out = op(v.reshape(-1, 1, *v.shape[-2:]), k)
+        return out.reshape(*v.shape[:-2], *out.shape[-2:])
+    if v.ndim != 4 or v.shape[0] != k.shape[0]:
+        raise ValueError(f"a stack of {k.shape[0]} correlated-noise models cannot apply to shape {tuple(v.shape)}")
+    # one kernel per sample: samples become the groups of a grouped convolution, channels its batch (grouped
+    # convolutions with one group per image are very slow on the CPU)
+    return op(v.transpose(0, 1), k, groups=k.shape[0]).transpose(0, 1)
 
 
 def kernel_from_autocorrelation(acf: np.ndarray) -> np.ndarray:
