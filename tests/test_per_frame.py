@@ -116,6 +116,11 @@ def test_per_frame_sigmas_given_on_the_command_line(tmp_path, capsys):
             raise AssertionError(spec)
         except NoiseSpecError:
             pass
+    try:  # another key after the file is named as such, not as a missing file
+        parse_noise(f"gaussian:sigma_per_frame={sig},offset=1")
+        raise AssertionError("offset accepted")
+    except NoiseSpecError as e:
+        assert "takes no other keys" in str(e) and "not found" not in str(e), e
     code, out, err = run(["fit", data, "--loss", "sure", "--noise", f"gaussian:sigma_per_frame={sig}", "--steps", "2",
                           "--val-every", "2", "--width", "8", "-o", tmp_path / "run", "--json"], capsys)
     assert code == 0, err

@@ -95,6 +95,10 @@ def _per_frame(val: str) -> PerFrame:
     """`gaussian:sigma_per_frame=FILE`: one Gaussian sigma per frame, from a file of positive numbers."""
     fix = "give a .npy file, or a text file numpy.loadtxt reads, holding one positive sigma per frame"
     path = Path(val).expanduser()
+    head, _, extra = val.partition(",")
+    if not path.is_file() and extra and Path(head).expanduser().is_file():  # e.g. sigma_per_frame=F,offset=1
+        raise NoiseSpecError(f"gaussian:sigma_per_frame=FILE takes no other keys (',{extra}' in --noise)",
+                             fix="give the per-frame sigmas alone: --noise gaussian:sigma_per_frame=FILE")
     if not path.is_file():
         raise NoiseSpecError("per-frame sigma file not found", path=path, fix=fix)
     a = _load(path, "per-frame sigmas", fix, ndmin=1).ravel()
