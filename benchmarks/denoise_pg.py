@@ -14,7 +14,8 @@ with the default network (as `benchmarks/denoise_fmd.py`).
 
 With `--correlated`, only Set12 at 30 photons with the same level but correlated noise (a plus-shaped kernel:
 lag-1 correlation 0.50 and 0.26), drawn from `corr:...,gain=...` with seed 0: `sure` with the correlated model
-(known), `pg-sure` with the white model of the same level (known), and both losses with `--noise auto`.
+(known), `pg-sure` with the white model of the same level (known), both losses with `--noise auto`, and `pg-unsure`
+(which keeps a correlated estimate's kernel and learns the level).
 
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
@@ -172,7 +173,8 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
         for name, loss, noise in (
                 ("sure, correlated model known", "sure", f"corr:sigma={READ},gain={GAIN},offset={OFFSET},kernel={kfile}"),
                 ("pg-sure, white model of the same level", "pg-sure", f"pg:gain={GAIN},sigma={READ},offset={OFFSET}"),
-                ("sure --noise auto", "sure", "auto"), ("pg-sure --noise auto", "pg-sure", "auto")):
+                ("sure --noise auto", "sure", "auto"), ("pg-sure --noise auto", "pg-sure", "auto"),
+                ("pg-unsure", "pg-unsure", "auto")):
             try:
                 doc, outs = self_supervised(folder, tmp / f"{loss}_{noise[:4]}_{arm}", loss, noise, steps)
                 row[name] = float(np.mean([psnr(c, tifffile.imread(o).astype(np.float64), rng_)
