@@ -26,10 +26,6 @@ def sniff(head: bytes) -> bool:
     return head[MAGIC_OFFSET : MAGIC_OFFSET + 4] == MAGIC
 
 
-#: bytes per value of each supported mode
-MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
-
-
 def sniff_legacy(head: bytes, size: int) -> bool:
     """An MRC file without the map ID string ("MAP " at byte 208), as older programs and some particle
     stack writers leave it: accepted only when its dimensions, a supported mode and the extended
@@ -39,8 +35,8 @@ def sniff_legacy(head: bytes, size: int) -> bool:
     for order in "<>":
         nx, ny, nz, mode = np.frombuffer(head[:16], f"{order}i4").tolist()
         nsymbt = int(np.frombuffer(head[92:96], f"{order}i4")[0])
-        if min(nx, ny, nz) > 0 and mode in MODE_BYTES and nsymbt >= 0 and \
-                size == 1024 + nsymbt + nx * ny * nz * MODE_BYTES[mode]:
+        if min(nx, ny, nz) > 0 and mode in SUPPORTED_MODES and nsymbt >= 0 and \
+                size == 1024 + nsymbt + nx * ny * nz * np.dtype(SUPPORTED_MODES[mode]).itemsize:
             return True
     return False
 
