@@ -44,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..noise.models import Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation
+from ..noise.models import (Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation,
+                            stack_kernels)
 from ..physics import DENOISING, Denoising
 from .base import Loss, LossOutput, probe_scale, rademacher
 from .pg import second_order_term, wants_second_order
@@ -91,10 +92,8 @@ class _Learned(Loss):
         for k, nk in enumerate(noises):
             own = y[src == k]
             self._start(k, nk, own if len(own) else y)
-        kernels = [np.asarray(n.kernel, dtype=float) if isinstance(n, Correlated) else np.ones((1, 1)) for n in noises]
-        side = max(k.shape[0] for k in kernels)
-        self.kernel = torch.tensor(np.stack([np.pad(k, (side - k.shape[0]) // 2) for k in kernels])[:, None],
-                                   dtype=torch.float32, device=self.kernel.device)
+        self.kernel = stack_kernels([n.kernel if isinstance(n, Correlated) else ((1.0,),) for n in noises],
+                                    self.kernel.device)
         self.initialised.fill_(True)
 
     @property
@@ -115,10 +114,8 @@ class _Learned(Loss):
             return None
         if bool((self.kernel == self.kernel[:1]).all()):
             return self._group_kernel(0)
-        side = self.kernel.shape[-1]
-        acf = np.mean([Correlated(sigma=1.0, kernel=tuple(map(tuple, k[0].tolist()))).covariance(side)
-                       for k in self.kernel.detach().cpu().double().numpy()], axis=0)
-        return tuple(map(tuple, kernel_from_autocorrelation(acf).tolist()))
+        groups = Correlated(sigma=torch.ones(self.groups, 1, 1, 1), kernel=self.kernel.detach().cpu())
+        return tuple(map(tuple, kernel_from_autocorrelation(groups.covariance(self.kernel.shape[-1]).mean(0)).tolist()))
 
     def _covariance_probes(self, idx: torch.Tensor, b: torch.Tensor, u: torch.Tensor | None = None):
         """`(K K^T b, K diag(u) K^T b)` with each sample's group kernel `K` (`b` and `u * b` for white noise; the

@@ -51,6 +51,7 @@ from functools import cache
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .models import (
@@ -772,10 +773,9 @@ def _quiet_z(prod: np.ndarray, acf: np.ndarray, R: np.ndarray, block: int) -> fl
     but down to -6 at 5/255 on the most textured images, where texture adds to the noise's correlation."""
     rng = np.random.default_rng(0)
     boot = [_quiet_shortfall(prod[rng.integers(0, len(prod), len(prod))]) for _ in range(QUIET_BOOTSTRAP)]
-    k = kernel_from_autocorrelation(acf)
-    w = rng.standard_normal((QUIET_SIMULATED, block + len(k) - 1, block + len(k) - 1))
-    sim = sliding_window_view(w, k.shape, axis=(1, 2))
-    noise = np.einsum("nijab,ab->nij", sim, k)
+    stationary = Correlated(sigma=1.0, kernel=kernel_from_autocorrelation(acf))
+    noise = stationary.noise_like(torch.zeros(QUIET_SIMULATED, block, block, dtype=torch.float64),
+                                  torch.Generator().manual_seed(0)).numpy()
     r = (noise.reshape(len(noise), -1) @ R.T).reshape(-1, block, block)
     expected = _quiet_shortfall(_lag_products(r, block))
     return (_quiet_shortfall(prod) - expected) / max(float(np.std(boot)), 1e-12)

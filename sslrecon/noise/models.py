@@ -411,11 +411,9 @@ def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> Noise
     cls = type(models[0])
     if all(type(m) is cls for m in models):
         if cls is Correlated:
-            side = max(m.side for m in models)
-            ks = np.stack([np.pad(np.asarray(m.kernel), (side - m.side) // 2) for m in models])
             level = {k: col(models, k) for k in ("gain", "offset") if any(getattr(m, k) for m in models)}
-            return Correlated(sigma=col(models, "sigma"),
-                              kernel=torch.tensor(ks[:, None], dtype=torch.float32, device=device), **level)
+            return Correlated(sigma=col(models, "sigma"), kernel=stack_kernels([m.kernel for m in models], device),
+                              **level)
         return cls(**{f.name: col(models, f.name) for f in fields(cls)})
     try:
         pgs = [m.as_pg() for m in models]
@@ -423,6 +421,14 @@ def stack(models: list[NoiseModel], device: torch.device | str = "cpu") -> Noise
         kinds = " and ".join(sorted({m.name for m in models}))
         raise ValueError(f"cannot batch {kinds} noise together: {e}; give every input the same noise model") from None
     return PoissonGaussian(gain=col(pgs, "gain"), sigma=col(pgs, "sigma"), offset=col(pgs, "offset"))
+
+
+def stack_kernels(kernels: list, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Odd square kernels as one (B, 1, k, k) float32 tensor, each zero-padded to the largest side."""
+    ks = [np.asarray(k, dtype=float) for k in kernels]
+    side = max(len(k) for k in ks)
+    return torch.tensor(np.stack([np.pad(k, (side - len(k)) // 2) for k in ks])[:, None], dtype=torch.float32,
+                        device=device)
 
 
 @dataclass(frozen=True)
