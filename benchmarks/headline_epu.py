@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sslrecon import api
 from sslrecon.config import RunConfig
@@ -24,8 +25,6 @@ from sslrecon.noise.models import from_dict
 
 
 def _variance_at(model: dict, x: float) -> float:
-    import torch
-
     return float(from_dict(model).variance(torch.tensor([x], dtype=torch.float64))[0])
 
 

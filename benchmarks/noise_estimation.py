@@ -148,25 +148,29 @@ def _summary(rep) -> dict:
             "notes": d["notes"]}
 
 
+def percent_table(title: str, rows: list[dict], columns: dict[str, str]) -> None:
+    """A markdown table of `rows` by set and sigma, with `columns` (header: key) shown as percentages."""
+    print(title + "\n")
+    print("| set | sigma (/255) | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for r in rows:
+        print(f"| {r['set']} | {r['sigma_255']} | " + " | ".join(f"{100 * r[k]:.1f} %" for k in columns.values()) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/noise_estimation.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    gauss = gaussian_table({"Set12": grey("Set12", 12), "BSD68[:12]": grey("BSD68", 12)})
-    print("## Gaussian sigma (relative error, per image alone)\n")
-    print("| set | sigma (/255) | max abs error | mean abs error | --noise auto: called Gaussian | auto max abs error |")
-    print("|---|---|---|---|---|---|")
-    for r in gauss:
-        print(f"| {r['set']} | {r['sigma_255']} | {100 * r['max_abs_rel_error']:.1f} % | {100 * r['mean_abs_rel_error']:.1f} % "
-              f"| {100 * r['auto_gaussian_share']:.0f} % | {100 * r['auto_max_abs_rel_error']:.1f} % |")
-    corr = correlated_table({"Set12": grey("Set12", 12), "BSD68[:12]": grey("BSD68", 12)})
-    print("\n## Correlated Gaussian noise (lag-1 0.38; --noise auto, per image alone)\n")
-    print("| set | sigma (/255) | called correlated | marginal sigma: max abs error | mean abs error |")
-    print("|---|---|---|---|---|")
-    for r in corr:
-        print(f"| {r['set']} | {r['sigma_255']} | {100 * r['correlated_share']:.0f} % | {100 * r['max_abs_rel_error']:.1f} % "
-              f"| {100 * r['mean_abs_rel_error']:.1f} % |")
+    natural = {"Set12": grey("Set12", 12), "BSD68[:12]": grey("BSD68", 12)}
+    gauss = gaussian_table(natural)
+    percent_table("## Gaussian sigma (relative error, per image alone)", gauss,
+                  {"max abs error": "max_abs_rel_error", "mean abs error": "mean_abs_rel_error",
+                   "--noise auto: called Gaussian": "auto_gaussian_share", "auto max abs error": "auto_max_abs_rel_error"})
+    corr = correlated_table(natural)
+    percent_table("\n## Correlated Gaussian noise (lag-1 0.38; --noise auto, per image alone)", corr,
+                  {"called correlated": "correlated_share", "marginal sigma: max abs error": "max_abs_rel_error",
+                   "mean abs error": "mean_abs_rel_error"})
     scenes = {"Set12 x6": [x / 255 for x in grey("Set12", 6)], "smooth": [smooth_scene(384, s) for s in range(4)]}
     pg = pg_table(scenes)
     print("\n## Poisson-Gaussian (one folder per setting)\n")
