@@ -166,6 +166,21 @@ def test_epu_micrograph_noise_level_matches_its_variance():
     assert min(rep.correlation.lag1_terciles) > 0.5
 
 
+@needs_shared
+def test_a_folder_of_differently_correlated_files_is_not_taken_for_texture():
+    """The two EPU micrographs pooled (lag-1 0.16 binned, 0.47 raw, levels apart): the quieter half of the blocks is
+    taken within each file, so one file's lower correlation does not read as texture fading in the quiet blocks
+    (split over all blocks at once, the pair was called Gaussian with sigma half the marginal level)."""
+    import mrcfile
+
+    frames = []
+    for p in sorted(EPU.parent.glob("*.mrc")):
+        with mrcfile.open(p, permissive=True) as m:
+            frames.append(np.asarray(m.data, dtype=np.float64))
+    rep = analyze(frames)
+    assert not rep.correlation.texture and isinstance(rep.model, Correlated), (rep.correlation.quiet_z, rep.model)
+
+
 def test_signal_dependence_over_a_narrow_brightness_range():
     """Variance grows only 1.3x over the range, but the slope is many standard errors from zero."""
     rng = np.random.default_rng(8)

@@ -755,30 +755,33 @@ QUIET_SIMULATED = 4000  # blocks of simulated noise for the stationary expectati
 QUIET_BOOTSTRAP = 200
 
 
-def _quiet_shortfall(prod: np.ndarray) -> float:
-    """Lag-1 normalised product of the quieter half of the blocks (by variance) minus that of all blocks. Texture
-    that survives in flat places adds both variance and correlation to a block, so the quieter half is less
-    correlated than the whole; stationary noise shows a small shortfall of its own (a block's variance and lag
-    products vary together), which `_quiet_z` takes from simulation."""
+def _quiet_shortfall(prod: np.ndarray, frame: np.ndarray) -> float:
+    """Lag-1 normalised product of the quieter half of the blocks (by variance, within each frame: frames may
+    differ in level and correlation, as the files of a folder do) minus that of all blocks. Texture that survives
+    in flat places adds both variance and correlation to a block, so the quieter half is less correlated than the
+    whole; stationary noise shows a small shortfall of its own (a block's variance and lag products vary
+    together), which `_quiet_z` takes from simulation."""
     v = prod[:, LAGS, LAGS]
     l1 = (prod[:, LAGS, LAGS + 1] + prod[:, LAGS + 1, LAGS]) / 2
-    quiet = np.argsort(v, kind="stable")[: len(v) // 2]
+    quiet = np.concatenate([i[np.argsort(v[i], kind="stable")[: len(i) // 2]]
+                            for i in (np.flatnonzero(frame == f) for f in np.unique(frame))])
     return float(l1[quiet].mean() / v[quiet].mean() - l1.mean() / v.mean())
 
 
-def _quiet_z(prod: np.ndarray, acf: np.ndarray, R: np.ndarray, block: int) -> float:
+def _quiet_z(prod: np.ndarray, frame: np.ndarray, acf: np.ndarray, R: np.ndarray, block: int) -> float:
     """The quieter blocks' shortfall in standard errors (block bootstrap) from its value for stationary noise of
     correlation `acf` (simulated, plane removed as for the data): on natural images with white noise, lag-1 0.2-0.5
     in the flattest blocks gives -3 to -9; correlated noise mostly -2.5 to +2.5 (Set12, BSD68, the EPU micrographs),
     but down to -6 at 5/255 on the most textured images, where texture adds to the noise's correlation."""
     rng = np.random.default_rng(0)
-    boot = [_quiet_shortfall(prod[rng.integers(0, len(prod), len(prod))]) for _ in range(QUIET_BOOTSTRAP)]
+    draws = (rng.integers(0, len(prod), len(prod)) for _ in range(QUIET_BOOTSTRAP))
+    boot = [_quiet_shortfall(prod[i], frame[i]) for i in draws]
     stationary = Correlated(sigma=1.0, kernel=kernel_from_autocorrelation(acf))
     noise = stationary.noise_like(torch.zeros(QUIET_SIMULATED, block, block, dtype=torch.float64),
                                   torch.Generator().manual_seed(0)).numpy()
     r = (noise.reshape(len(noise), -1) @ R.T).reshape(-1, block, block)
-    expected = _quiet_shortfall(_lag_products(r, block))
-    return (_quiet_shortfall(prod) - expected) / max(float(np.std(boot)), 1e-12)
+    expected = _quiet_shortfall(_lag_products(r, block), np.zeros(len(r), int))
+    return (_quiet_shortfall(prod, frame) - expected) / max(float(np.std(boot)), 1e-12)
 
 
 def _lag_products(r: np.ndarray, block: int) -> np.ndarray:
@@ -848,6 +851,7 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
         acf[LAGS, LAGS] = 1.0
         return Correlation(acf, [], 0)
     prod, lev = np.concatenate(products), np.concatenate(levels)
+    frame = np.concatenate([np.full(len(p), k) for k, p in enumerate(products)])
     acf = _unbias(prod.mean(0), R, block)
     terciles, quiet = [], None
     if len(prod) >= 3 * MIN_CORR_BLOCKS:
@@ -855,7 +859,7 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
             t = _unbias(prod[part].mean(0), R, block)
             terciles.append(float(max(abs(t[LAGS, LAGS + 1]), abs(t[LAGS + 1, LAGS]))))
         if min(terciles) > CORR_THRESHOLD:  # a candidate: is it texture?
-            quiet = _quiet_z(prod, acf, R, block)
+            quiet = _quiet_z(prod, frame, acf, R, block)
     return Correlation(acf, terciles, len(prod), quiet)
 
 
