@@ -228,9 +228,11 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     if val_regions:
         vy, vsources = PatchSampler(val_regions, cfg.patch_size, norm).fixed_batch(VAL_PATCHES, cfg.seed)
         val_batch = (vy.to(device), vsources)
+    y0, src0 = sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3)
     if learns:
-        y0, src0 = sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3)
         loss.initialise([file_model(m) for m in per_file_n], y0, [f for f, _ in src0])
+    else:
+        loss.adapt(y0.to(device), physics_for(src0))
     meta = {
         "package": __version__, "config": cfg.to_dict(), "inputs": [str(p) for p in paths],
         "noise": noise.to_dict(), "noise_normalized": noise.rescaled(norm.shift, norm.scale).to_dict(),

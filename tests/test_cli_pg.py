@@ -35,6 +35,11 @@ def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
     code, out, err = run(["fit", data, "-o", tmp_path / loss, "--loss", loss, "--noise", spec, "--json", *TINY], capsys)
     assert code == 0, err
     assert json.loads(out)["noise"] == {"name": "pg", "gain": GAIN, "sigma": SIGMA, "offset": OFFSET}
+    if loss == "gr2r-poisson":  # alpha "auto" is settled from the data before training and recorded as a number
+        alpha = json.loads((tmp_path / loss / "config.json").read_text())["loss_options"]["alpha"]
+        share = (SIGMA / GAIN) ** 2 / ((SIGMA / GAIN) ** 2 + 15.0)  # read noise's share of the counts' variance
+        assert alpha == pytest.approx(0.15 + 0.8 * share, abs=0.05)
+        assert torch.load(tmp_path / loss / "model.pt", weights_only=True)["loss_options"]["alpha"] == alpha
     code, out, err = run(["validate", tmp_path / loss, data, "--reference", ref, "--json", "--device", "cpu",
                           "--tile-size", "32"], capsys)
     assert code == 0, err

@@ -9,7 +9,7 @@ import torch
 from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss, sure_mse
 from sslrecon.losses.base import _fork
-from sslrecon.losses.pg import second_order_term, skewed_probe
+from sslrecon.losses.pg import auto_alpha, second_order_term, skewed_probe
 from sslrecon.noise import Poisson, PoissonGaussian
 from sslrecon.physics import Denoising
 
@@ -145,6 +145,55 @@ def test_gr2r_predict_averages_splits_and_refuses_bad_alpha():
     assert (out - y).abs().mean() < 2.5  # one split has std sqrt(50 / 0.85) ~ 7.7; the mean of 32 about 1.4
     with pytest.raises(ConfigError, match="alpha"):
         build_loss("gr2r-poisson", alpha=1.0)
+
+
+def test_gr2r_auto_alpha_follows_the_read_noise_share():
+    """alpha="auto" is 0.15 for shot noise alone and grows with the read noise's share of the count variance; it
+    does not depend on the data's units, is settled by `adapt` (and then recorded in `options`), and an explicit
+    alpha is kept."""
+    x = torch.full((2, 1, 32, 32), 100.0 + 2.0 * 1.0)  # one photon per pixel: gain 2, offset 100
+    g = torch.Generator().manual_seed(0)
+    shot = Poisson(gain=2.0, offset=100.0)
+    assert auto_alpha(shot.sample(x, generator=g), shot.as_pg()) == pytest.approx(0.15)
+    values = []
+    for c in (1.0, 1000.0):
+        model = PoissonGaussian(gain=2.0 * c, sigma=3.0 * c, offset=100.0 * c)
+        y = model.sample(x * c, generator=torch.Generator().manual_seed(1))
+        values.append(auto_alpha(y, model.as_pg()))
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    share = 2.25 / (2.25 + 1.2)  # 2.25 counts of read noise; the mean count clipped at 0 is about 1.2
+    assert values[0] == pytest.approx(0.15 + 0.8 * share, abs=0.03)
+    loss = build_loss("gr2r-poisson")
+    assert loss.options()["alpha"] == "auto"
+    loss.adapt(y, Denoising(model))
+    assert loss.options()["alpha"] == pytest.approx(values[1])
+    fixed = build_loss("gr2r-poisson", alpha=0.2)
+    fixed.adapt(y, Denoising(model))
+    assert fixed.options()["alpha"] == 0.2
+
+
+def _split_dependence(alpha, n=300_000):
+    """E[b(y1)^2] at one photon with read noise 1.5 photons, where b(y1) = E[y2 - x | y1]: what a network can
+    learn from the input about its target's noise (zero for an exact split)."""
+    model = PoissonGaussian(gain=2.0, sigma=3.0, offset=100.0)
+    x = torch.full((1, 1, 1, n), 102.0, dtype=torch.float64)
+    y = model.sample(x, generator=torch.Generator().manual_seed(0))
+    y1, y2 = build_loss("gr2r-poisson", alpha=alpha).split(y, Denoising(model), torch.Generator().manual_seed(1))
+    values, which = torch.unique(y1.flatten(), return_inverse=True)  # y1 sits on a grid of count values
+    count = torch.bincount(which).double()
+    b = torch.bincount(which, weights=(y2 - x).flatten()) / count
+    keep = count >= 1000
+    return float((count[keep] * b[keep] ** 2).sum() / count[keep].sum())
+
+
+def test_gr2r_split_dependence_shrinks_with_the_auto_alpha():
+    """At one photon with read noise the shifted-Poisson halves are dependent: the target's mean given the input
+    departs from the clean value by a mean square of about 0.23 (in counts x gain, where the best denoiser's
+    error is about as large) at alpha 0.15 and about half that at the alpha "auto" gives there (~0.67)."""
+    model = PoissonGaussian(gain=2.0, sigma=3.0, offset=100.0)
+    y = model.sample(torch.full((1, 1, 64, 64), 102.0), generator=torch.Generator().manual_seed(2))
+    fixed, auto = _split_dependence(0.15), _split_dependence(auto_alpha(y, model.as_pg()))
+    assert fixed > 0.15 and auto < 0.6 * fixed, (fixed, auto)
 
 
 def test_pg_sure_works_in_any_units():

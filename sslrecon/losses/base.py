@@ -64,6 +64,10 @@ class Loss(nn.Module):
         """Constructor options (plain data) to rebuild this loss from a checkpoint."""
         return {}
 
+    def adapt(self, y: torch.Tensor, physics=DENOISING) -> None:
+        """Settle the options that follow the data (an `auto` value) from a batch `y` of training measurements
+        before training, so that `options()` records the value the run used. Most losses have none."""
+
     @property
     def learning(self) -> bool:
         """Whether training steps still move the loss's learned noise model (risk estimates are then not comparable
