@@ -131,6 +131,8 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path) -> list[dict]
             row[name] = score_files(outs)
             if loss == "pg-unsure":
                 row["pg-unsure learned"] = doc["noise_learned"]
+            if loss == "gr2r-poisson":
+                row["gr2r-poisson alpha"] = doc["loss_options"]["alpha"]  # as alpha=auto settled it
             if noise == "auto":
                 row[f"{name} start model"] = doc.get("noise_initial", doc["noise"])
         rms = math.sqrt(GAIN * photons * GAIN + READ**2)  # the noise's root-mean-square level at the mean signal
@@ -231,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = set12_table(args.photons, args.steps, Path(tmp))
         fmd = None if args.skip_fmd else fmd_table(args.fmd_losses, args.fmd_steps, Path(tmp))
-    methods = [k for k in rows[0] if not k.endswith(("model", "learned", "sigma")) and k not in ("photons", "seconds")]
+    methods = [k for k in rows[0] if not k.endswith(("model", "learned", "sigma", "alpha")) and k not in ("photons", "seconds")]
     print(f"\nSet12, Poisson-Gaussian (gain {GAIN:g}, read noise {READ:g}, offset {OFFSET:g}), {args.steps} steps, PSNR (dB)")
     print("| method | " + " | ".join(f"{r['photons']:g} photons" for r in rows) + " |")
     print("|---|" + "---|" * len(rows))

@@ -35,7 +35,7 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   the marginal variance by `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, which the fit divides out.
 
 Pixel-scale texture that is as strong as the noise cannot always be told from it in one image: on
-natural images at 1000 photons the fitted gain runs up to 10 % high and the read noise (a small
+natural images at 1000 photons the fitted gain runs up to 12 % high and the read noise (a small
 share of the darkest variance there) up to 2x, and the gain up to 40 % where the image's own grain
 passes the correlated-noise test and the Haar path is used (benchmarks/noise_estimation.py).
 
