@@ -166,7 +166,7 @@ def test_gr2r_auto_alpha_follows_the_read_noise_share():
     assert values[0] == pytest.approx(true_alpha, abs=0.05)
     hidden = Poisson(gain=1.55, offset=93.7)  # what `--noise auto` finds on such data: no read noise, a dark level
     assert hidden.variance(torch.tensor([102.0])).item() == pytest.approx(13.0, rel=0.05)  # the same variance
-    assert auto_alpha(y / 1000, hidden.as_pg()) == pytest.approx(true_alpha, abs=0.08)
+    assert auto_alpha(y / 1000, hidden.as_pg()) == pytest.approx(true_alpha, abs=0.08)  # (y: the units x 1000 draw)
     loss = build_loss("gr2r-poisson")
     assert loss.options()["alpha"] == "auto"
     loss.adapt(y, Denoising(model))
