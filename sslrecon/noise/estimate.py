@@ -42,7 +42,9 @@ passes the correlated-noise test and the Haar path is used (benchmarks/noise_est
 `analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
 Offset and read noise are not separately identifiable from a mean-variance relation (both move its
 intercept): the offset is taken as 0 unless given (`auto:offset=V`), or as the smallest offset that
-explains a negative intercept.
+explains a negative intercept. The third cumulant separates them where the counts are low (shot noise is
+skewed, read noise is not): `dark_level` reports where it puts the dark level, as evidence and a note,
+for white signal-dependent noise only; it is not applied by itself (texture and correlation spoil it).
 """
 from __future__ import annotations
 
@@ -875,6 +877,109 @@ def subband_factors(acf: np.ndarray) -> tuple[float, float]:
 
 # --- model choice ---------------------------------------------------------------------------------
 
+# --- the dark level from the third cumulant -------------------------------------------------------
+
+#: Sums of the cubes and of the squares of the weights of the residual `y_i - mean(4 neighbours)`.
+STENCIL_CUBES, STENCIL_SQUARES = 1 - 4 / 64, 1 + 4 / 16
+SKEW_BINS = 8
+SKEW_GROUPS = 20          # delete-a-group jackknife over 32-pixel blocks
+SKEW_CONSISTENT = 3.0     # chi^2 per degree of freedom of the bins' kappa3 about their line, at most
+SKEW_NOTE_SE = 0.25       # the note is made where the level's error moves the read variance by at most this share
+
+
+@dataclass
+class DarkLevel:
+    """Where the third cumulant puts the zero of the shot noise (data units), its standard error, and the
+    chi^2 per degree of freedom of the brightness bins' kappa3 about their line (texture bends it)."""
+
+    offset: float
+    se: float
+    chi2: float
+    bins: int
+
+    @property
+    def consistent(self) -> bool:
+        return self.chi2 <= SKEW_CONSISTENT
+
+    def to_dict(self) -> dict:
+        return {"offset": self.offset, "se": self.se, "chi2_per_dof": self.chi2, "bins": self.bins,
+                "consistent": self.consistent}
+
+
+def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -> DarkLevel | None:
+    """The dark level of Poisson-Gaussian noise from the third cumulant of the residual `r = y_i - mean(4
+    neighbours)` (`kappa3(r) = 0.9375 kappa3(y)` for independent pixels): shot noise has `kappa3 = gain^2 (mean -
+    offset)` and Gaussian read noise none. The mean-variance line alone
+    cannot tell an offset from read noise (both move its intercept); the third cumulant can, where the counts
+    are low enough for the shot noise to be skewed. The level is where the weighted line of the bins' kappa3
+    against their brightness reaches zero, so an error in the gain does not move it. Residuals touching a
+    clipping level are left out, and brightness outside the bins the line was fitted on. None where the fit
+    has no positive slope or too few places."""
+    a = fit.slope
+    used = fit.bin_used & np.isfinite(fit.bin_mean)
+    if a <= 0 or used.sum() < 2:
+        return None
+    lo, hi = float(np.min(fit.bin_mean[used])), float(np.max(fit.bin_mean[used]))
+    rs, mus, blocks = [], [], []
+    for k, f in enumerate(frames):
+        g = _crop(f).astype(np.float64)
+        if min(g.shape) < 16:
+            continue
+        r = g[1:-1, 1:-1] - (g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]) / 4
+        mu = _box_mean_same(g, 7)[1:-1, 1:-1]
+        at = clip.mask(g)
+        touched = at[1:-1, 1:-1] | at[:-2, 1:-1] | at[2:, 1:-1] | at[1:-1, :-2] | at[1:-1, 2:]
+        keep = ~touched & (mu >= lo) & (mu <= hi)
+        rows, cols = np.nonzero(keep)
+        rs.append(r[keep])
+        mus.append(mu[keep])
+        blocks.append(np.stack([np.full(len(rows), k), rows // SITE_BLOCK, cols // SITE_BLOCK], 1))
+    if not rs or sum(len(r) for r in rs) < 1000 * SKEW_BINS:
+        return None
+    r, mu = np.concatenate(rs), np.concatenate(mus)
+    which = np.clip(np.searchsorted(_edges(mu, SKEW_BINS), mu, side="right") - 1, 0, SKEW_BINS - 1)
+    block = np.unique(np.concatenate(blocks), axis=0, return_inverse=True)[1].ravel()
+    groups = min(SKEW_GROUPS, int(block.max()) + 1)
+    group = np.random.default_rng(0).permutation(groups)[block % groups]
+    cell = group * SKEW_BINS + which
+    size = groups * SKEW_BINS
+    sums = np.stack([np.bincount(cell, weights=w, minlength=size).reshape(groups, SKEW_BINS)
+                     for w in (np.ones_like(r), r, r**2, r**3, mu)])  # (5, groups, bins)
+
+    def cumulants(s):
+        """Per bin: the mean brightness, kappa3 of the noise, and the weight of that estimate (its inverse
+        variance, to a factor)."""
+        n = np.maximum(s[0], 1)
+        m1, m2, m3 = s[1] / n, s[2] / n, s[3] / n
+        k2 = (m2 - m1**2) / STENCIL_SQUARES
+        k3 = (m3 - 3 * m1 * m2 + 2 * m1**3) / STENCIL_CUBES
+        return s[4] / n, k3, s[0] / np.maximum(k2, 1e-300) ** 3
+
+    def line(s):
+        """The weighted line kappa3 = c1 * mean + c0 through the bins; its zero is the dark level."""
+        m, k3, w = cumulants(s)
+        A = np.stack([m, np.ones_like(m)], 1) * np.sqrt(w)[:, None]
+        return np.linalg.lstsq(A, k3 * np.sqrt(w), rcond=None)[0]
+
+    total = sums.sum(1)
+    if (total[0] < 1000).any() or groups < SKEW_GROUPS // 2:
+        return None
+    c1, c0 = line(total)
+    if c1 <= 0:
+        return None
+    level = -c0 / c1
+    jack = np.array([(lambda c: -c[1] / c[0] if c[0] > 0 else np.nan)(line(total - sums[:, g])) for g in range(groups)])
+    if not np.isfinite(jack).all():
+        return None
+    se = float(np.sqrt((groups - 1) / groups * np.sum((jack - jack.mean()) ** 2)))
+    k3_jack = np.array([cumulants(total - sums[:, g])[1] for g in range(groups)])
+    k3_se = np.sqrt((groups - 1) / groups * np.sum((k3_jack - k3_jack.mean(0)) ** 2, 0))
+    m, k3, _ = cumulants(total)
+    chi2 = float(np.sum(((k3 - c1 * m - c0) / np.maximum(k3_se, 1e-300)) ** 2) / (SKEW_BINS - 2))
+    return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS)
+
+
+
 @dataclass
 class NoiseReport:
     """The model `auto` chooses and the evidence for it (all in data units)."""
@@ -885,6 +990,7 @@ class NoiseReport:
     fit: MeanVarianceFit | None
     correlation: Correlation
     notes: list[str] = field(default_factory=list)
+    dark: DarkLevel | None = None               # the third cumulant's dark level (signal-dependent noise)
 
     @property
     def r2(self) -> float | None:
@@ -918,6 +1024,7 @@ class NoiseReport:
                             "blocks": self.correlation.blocks, "significant": self.correlation.significant,
                             "quiet_blocks_z": self.correlation.quiet_z,
                             "autocorrelation": acf.round(4).tolist()},
+            "dark_level_third_cumulant": self.dark.to_dict() if self.dark is not None else None,
             "notes": list(self.notes),
         }
 
@@ -968,12 +1075,17 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
         if fit.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and fit.slope >= SLOPE_Z * fit.slope_se)):
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
+            # the stencil's cumulant factors hold for independent pixels: not where neighbours correlate at all (FMD's
+            # lag-1 0.2-0.36 put BPAE_R's level at 11.6 +- 1.5 where its clean reference gives 5.1)
+            dark = dark_level(frames, clip, fit) if abs(corr.lag1) <= CORR_THRESHOLD else None
+            if offset is None:
+                _note_dark_level(dark, fit, notes)
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
                 # the correlation is the kernel's: white Poisson-Gaussian SURE would let a network copy it
                 pg = model.as_pg()
                 model = Correlated(sigma=float(pg.sigma), kernel=corr.kernel(), gain=float(pg.gain),
                                    offset=float(pg.offset))
-            return NoiseReport(model, "signal-dependent", clip, fit, corr, notes)
+            return NoiseReport(model, "signal-dependent", clip, fit, corr, notes, dark)
         if corr.significant:
             used = fit.bin_used
             level = float(np.sqrt(max(np.average(fit.bin_var[used], weights=fit.bin_count[used]), 1e-300)))
@@ -1008,6 +1120,19 @@ def _note_read_noise_precision(model: NoiseModel, fit: MeanVarianceFit, notes: l
         dark = float(fit.predict(np.nanmin(fit.bin_mean[fit.bin_used])))
         notes.append(f"read noise poorly determined: sigma^2 = {s2:.4g} +- {fit.intercept_se:.2g} "
                      f"(the darkest data fitted have a noise variance of {dark:.4g}: a dark frame or --offset helps)")
+
+
+def _note_dark_level(dark: DarkLevel | None, fit: MeanVarianceFit, notes: list[str]) -> None:
+    """Name the third cumulant's dark level where its brightness bins agree and it is precise: its error moves
+    the read variance it implies by at most `SKEW_NOTE_SE` of the darkest variance fitted."""
+    if dark is None or not dark.consistent:
+        return
+    if fit.slope * dark.se > SKEW_NOTE_SE * float(fit.predict(np.nanmin(fit.bin_mean[fit.bin_used]))):
+        return
+    s2 = fit.intercept + fit.slope * dark.offset
+    read = f"read noise {np.sqrt(s2):.4g}" if s2 > 0 else "no read noise"
+    notes.append(f"the third cumulant of the noise puts the shot noise's dark level at {dark.offset:.5g} +- "
+                 f"{dark.se:.2g} ({read} there): --noise auto:offset={dark.offset:.5g} uses it")
 
 
 def estimate_auto(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseModel:
