@@ -40,6 +40,7 @@ import math
 
 import torch
 
+from ..noise.estimate import STENCIL_CUBES, STENCIL_SQUARES
 from ..physics import DENOISING
 from .base import Loss, LossOutput, probe_scale
 from .sure import SureGaussian
@@ -106,8 +107,6 @@ def second_order_term(f, y: torch.Tensor, pg, eps: float, generator=None, dims=N
 
 #: `alpha="auto"`: `ALPHA_LOW + ALPHA_SLOPE * share`, with `share` the part of the noise variance that is not shot noise.
 ALPHA_LOW, ALPHA_SLOPE = 0.15, 0.8
-#: Sums of the cubes and of the squares of the weights of `y_i - mean(4 neighbours)`.
-CUBES, SQUARES = 1 - 4 / 64, 1 + 4 / 16
 
 
 def read_share(y: torch.Tensor, pg) -> float:
@@ -130,7 +129,7 @@ def read_share(y: torch.Tensor, pg) -> float:
         return model
     r = y[..., 1:-1, 1:-1] - (y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:]) / 4
     r = r - r.mean(dims, keepdim=True)
-    k2, k3 = (r**2).mean(dims) / SQUARES, (r**3).mean(dims) / CUBES
+    k2, k3 = (r**2).mean(dims) / STENCIL_SQUARES, (r**3).mean(dims) / STENCIL_CUBES
     g = gain.flatten().expand(len(y)) if gain.numel() == 1 else gain.flatten()
     shot = float((g * k2).sum())
     data = 1 - float(k3.sum()) / shot if shot > 0 else 0.0  # (noise-free data say nothing)

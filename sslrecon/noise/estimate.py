@@ -915,9 +915,8 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     against their brightness reaches zero, so an error in the gain does not move it. Residuals touching a
     clipping level are left out, and brightness outside the bins the line was fitted on. None where the fit
     has no positive slope or too few places."""
-    a = fit.slope
     used = fit.bin_used & np.isfinite(fit.bin_mean)
-    if a <= 0 or used.sum() < 2:
+    if fit.slope <= 0 or used.sum() < 2:
         return None
     lo, hi = float(np.min(fit.bin_mean[used])), float(np.max(fit.bin_mean[used]))
     rs, mus, blocks = [], [], []
@@ -961,23 +960,24 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
         A = np.stack([m, np.ones_like(m)], 1) * np.sqrt(w)[:, None]
         return np.linalg.lstsq(A, k3 * np.sqrt(w), rcond=None)[0]
 
+    def zero(s) -> float:
+        c1, c0 = line(s)
+        return -c0 / c1 if c1 > 0 else np.nan  # (no rise with brightness: no shot noise seen)
+
     total = sums.sum(1)
     if (total[0] < 1000).any() or groups < SKEW_GROUPS // 2:
         return None
-    c1, c0 = line(total)
-    if c1 <= 0:
-        return None
-    level = -c0 / c1
-    jack = np.array([(lambda c: -c[1] / c[0] if c[0] > 0 else np.nan)(line(total - sums[:, g])) for g in range(groups)])
-    if not np.isfinite(jack).all():
+    level = zero(total)
+    jack = np.array([zero(total - sums[:, g]) for g in range(groups)])
+    if not np.isfinite(level) or not np.isfinite(jack).all():
         return None
     se = float(np.sqrt((groups - 1) / groups * np.sum((jack - jack.mean()) ** 2)))
     k3_jack = np.array([cumulants(total - sums[:, g])[1] for g in range(groups)])
     k3_se = np.sqrt((groups - 1) / groups * np.sum((k3_jack - k3_jack.mean(0)) ** 2, 0))
     m, k3, _ = cumulants(total)
+    c1, c0 = line(total)
     chi2 = float(np.sum(((k3 - c1 * m - c0) / np.maximum(k3_se, 1e-300)) ** 2) / (SKEW_BINS - 2))
     return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS)
-
 
 
 @dataclass
