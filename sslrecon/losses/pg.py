@@ -116,7 +116,7 @@ def read_share(y: torch.Tensor, pg) -> float:
     `y_i - mean(4 neighbours)` (pooled over the batch; cumulants of independent pixels add) is the read noise's
     share even where the model hides read noise in a dark level: `--noise auto` cannot tell an offset from read
     noise by the variance alone, and at one photon per pixel (gain 2, read noise 3, offset 100) it finds
-    `poisson:gain=1.55,offset=93.7`, a share of 0, where the cumulants give 0.6 (true 0.67). Texture inflates
+    `poisson:gain=1.55,offset=93.7`, a share of 0, where the cumulants give 0.6 (true 9 / 13 = 0.69). Texture inflates
     `kappa3` more than `kappa2` (measured on Set12 at 30 photons), which lowers the data's share: it errs towards
     the model's."""
     y = y.double()
@@ -143,7 +143,7 @@ def auto_alpha(y: torch.Tensor, pg) -> float:
     a function of `y1` that a network learns as if it were signal. The departure comes from the counts the
     input holds and shrinks as fewer are left in it, so more read noise calls for a larger `alpha`; for shot noise
     alone the split is exact and `alpha` hardly matters (19.5-19.8 dB at 0.15-0.63, Set12 at one photon). Measured
-    on Set12 with gain 2 and read noise 3, 300 steps: at 1 photon per pixel (share 0.67) 12.6 / 13.9 / 15.2 / 15.8
+    on Set12 with gain 2 and read noise 3, 300 steps: at 1 photon per pixel (share 0.69) 12.6 / 13.9 / 15.2 / 15.8
     dB for alpha 0.15 / 0.3 / 0.5 / 0.63; at 5 photons (0.31) 21.9 / 22.1 / 21.7 for 0.15 / 0.37 / 0.7; at 30
     photons (0.07) 27.6 / 27.7 / 27.2 for 0.15 / 0.2 / 0.5."""
     return ALPHA_LOW + ALPHA_SLOPE * read_share(y, pg)
@@ -168,12 +168,13 @@ class GR2RPoisson(Loss):
             self.alpha = auto_alpha(y, self.noise_of(physics).as_pg())
 
     def _alpha(self, y, pg) -> float:
+        """The settled alpha, or where `adapt` did not run (the loss used on its own) the one for `y`."""
         return auto_alpha(y, pg) if self.alpha == "auto" else self.alpha
 
-    def split(self, y, physics, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, y, physics, generator=None, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target."""
         pg = self.noise_of(physics).as_pg()
-        alpha = self._alpha(y, pg)
+        alpha = self._alpha(y, pg) if alpha is None else alpha
         shift = pg.sigma**2 / pg.gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
         counts = (y - pg.offset + shift) / pg.gain
         whole = counts.clamp_min(0)
@@ -191,14 +192,15 @@ class GR2RPoisson(Loss):
 
     def predict_and_risk(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The test-time rule and a per-pixel map whose mean is the risk estimate (see the module docstring)."""
+        noise = self.noise_of(physics)
+        alpha = self._alpha(y, noise.as_pg())
         pred, err = torch.zeros_like(y), torch.zeros_like(y)
         for _ in range(self.test_samples):
-            y1, y2 = self.split(y, physics, generator)
+            y1, y2 = self.split(y, physics, generator, alpha)
             fy1 = model(y1)
             pred += fy1
             err += (fy1 - y2) ** 2
-        noise = self.noise_of(physics)
-        var = noise.stein_weight(y) / self._alpha(y, noise.as_pg())
+        var = noise.stein_weight(y) / alpha
         return pred / self.test_samples, err / self.test_samples - var
 
     def predict(self, model, y, physics=DENOISING, generator=None):

@@ -342,6 +342,11 @@ class MeanVarianceFit:
     def predict(self, mean):
         return self.slope * np.asarray(mean) + self.intercept
 
+    @property
+    def darkest_variance(self) -> float:
+        """The fitted variance at the darkest bin fitted."""
+        return float(self.predict(np.nanmin(self.bin_mean[self.bin_used])))
+
     def to_dict(self) -> dict:
         return {"slope": self.slope, "slope_se": self.slope_se, "intercept": self.intercept,
                 "intercept_se": self.intercept_se, "r2": self.r2,
@@ -875,8 +880,6 @@ def subband_factors(acf: np.ndarray) -> tuple[float, float]:
     return float(hh), float((1 - diag) / hh)
 
 
-# --- model choice ---------------------------------------------------------------------------------
-
 # --- the dark level from the third cumulant -------------------------------------------------------
 
 #: Sums of the cubes and of the squares of the weights of the residual `y_i - mean(4 neighbours)`.
@@ -885,6 +888,11 @@ SKEW_BINS = 8
 SKEW_GROUPS = 20          # delete-a-group jackknife over 32-pixel blocks
 SKEW_CONSISTENT = 3.0     # chi^2 per degree of freedom of the bins' kappa3 about their line, at most
 SKEW_NOTE_SE = 0.25       # the note is made where the level's error moves the read variance by at most this share
+
+
+def _cross(a: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The interior of `a` and its up, down, left and right neighbours, aligned with it."""
+    return a[1:-1, 1:-1], a[:-2, 1:-1], a[2:, 1:-1], a[1:-1, :-2], a[1:-1, 2:]
 
 
 @dataclass
@@ -919,27 +927,30 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     if fit.slope <= 0 or used.sum() < 2:
         return None
     lo, hi = float(np.min(fit.bin_mean[used])), float(np.max(fit.bin_mean[used]))
-    rs, mus, blocks = [], [], []
-    for k, f in enumerate(frames):
+    rs, mus, blocks, occupied, first = [], [], [], 0, 0
+    for f in frames:
         g = _crop(f).astype(np.float64)
         if min(g.shape) < 16:
             continue
-        r = g[1:-1, 1:-1] - (g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]) / 4
+        centre, *around = _cross(g)
+        r = centre - sum(around) / 4
         mu = _box_mean_same(g, 7)[1:-1, 1:-1]
-        at = clip.mask(g)
-        touched = at[1:-1, 1:-1] | at[:-2, 1:-1] | at[2:, 1:-1] | at[1:-1, :-2] | at[1:-1, 2:]
+        touched = np.logical_or.reduce(_cross(clip.mask(g)))
         keep = ~touched & (mu >= lo) & (mu <= hi)
         rows, cols = np.nonzero(keep)
         rs.append(r[keep])
         mus.append(mu[keep])
-        blocks.append(np.stack([np.full(len(rows), k), rows // SITE_BLOCK, cols // SITE_BLOCK], 1))
+        across = -(-r.shape[1] // SITE_BLOCK)
+        ids = rows // SITE_BLOCK * across + cols // SITE_BLOCK
+        blocks.append(first + ids)  # 32-pixel blocks numbered across all frames
+        first += across * -(-r.shape[0] // SITE_BLOCK)
+        occupied += len(np.unique(ids))
     if not rs or sum(len(r) for r in rs) < 1000 * SKEW_BINS:
         return None
     r, mu = np.concatenate(rs), np.concatenate(mus)
     which = np.clip(np.searchsorted(_edges(mu, SKEW_BINS), mu, side="right") - 1, 0, SKEW_BINS - 1)
-    block = np.unique(np.concatenate(blocks), axis=0, return_inverse=True)[1].ravel()
-    groups = min(SKEW_GROUPS, int(block.max()) + 1)
-    group = np.random.default_rng(0).permutation(groups)[block % groups]
+    groups = min(SKEW_GROUPS, occupied)
+    group = np.random.default_rng(0).permutation(groups)[np.concatenate(blocks) % groups]
     cell = group * SKEW_BINS + which
     size = groups * SKEW_BINS
     sums = np.stack([np.bincount(cell, weights=w, minlength=size).reshape(groups, SKEW_BINS)
@@ -979,6 +990,8 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     chi2 = float(np.sum(((k3 - c1 * m - c0) / np.maximum(k3_se, 1e-300)) ** 2) / (SKEW_BINS - 2))
     return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS)
 
+
+# --- model choice ---------------------------------------------------------------------------------
 
 @dataclass
 class NoiseReport:
@@ -1029,13 +1042,14 @@ class NoiseReport:
         }
 
 
-def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseReport:
+def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence: bool = True) -> NoiseReport:
     """Fit every candidate and choose: signal-dependent when the fitted variance grows by more than
     1.5x over the brightness range (10th to 90th percentile), or by more than 1.1x with a slope
     eight standard errors from zero (kept correlated, `Correlated` with a gain, when the lag-1 noise
     correlation exceeds `CORR_PG_THRESHOLD` at every brightness), else correlated Gaussian when the
     lag-1 noise correlation exceeds 0.1 at every brightness, else white Gaussian. `offset` (data units),
-    when known, separates read noise from the dark level."""
+    when known, separates read noise from the dark level. `evidence=False` leaves out what only the report
+    shows and the model does not use (the third cumulant's dark level)."""
     frames = [central_crop(f) for f in frames]  # read once (frames may be memory-mapped), in their own dtype
     if not frames:
         raise ValueError("no frames to estimate noise from")
@@ -1077,7 +1091,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseR
             _note_read_noise_precision(model, fit, notes)
             # the stencil's cumulant factors hold for independent pixels: not where neighbours correlate at all (FMD's
             # lag-1 0.2-0.36 put BPAE_R's level at 11.6 +- 1.5 where its clean reference gives 5.1)
-            dark = dark_level(frames, clip, fit) if abs(corr.lag1) <= CORR_THRESHOLD else None
+            dark = dark_level(frames, clip, fit) if evidence and abs(corr.lag1) <= CORR_THRESHOLD else None
             if offset is None:
                 _note_dark_level(dark, fit, notes)
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
@@ -1117,7 +1131,7 @@ def _note_read_noise_precision(model: NoiseModel, fit: MeanVarianceFit, notes: l
     pg = model.as_pg()
     s2 = float(pg.sigma) ** 2
     if s2 > 0 and fit.intercept_se > 0.2 * s2:
-        dark = float(fit.predict(np.nanmin(fit.bin_mean[fit.bin_used])))
+        dark = fit.darkest_variance
         notes.append(f"read noise poorly determined: sigma^2 = {s2:.4g} +- {fit.intercept_se:.2g} "
                      f"(the darkest data fitted have a noise variance of {dark:.4g}: a dark frame or --offset helps)")
 
@@ -1127,7 +1141,7 @@ def _note_dark_level(dark: DarkLevel | None, fit: MeanVarianceFit, notes: list[s
     the read variance it implies by at most `SKEW_NOTE_SE` of the darkest variance fitted."""
     if dark is None or not dark.consistent:
         return
-    if fit.slope * dark.se > SKEW_NOTE_SE * float(fit.predict(np.nanmin(fit.bin_mean[fit.bin_used]))):
+    if fit.slope * dark.se > SKEW_NOTE_SE * fit.darkest_variance:
         return
     s2 = fit.intercept + fit.slope * dark.offset
     read = f"read noise {np.sqrt(s2):.4g}" if s2 > 0 else "no read noise"
@@ -1137,4 +1151,4 @@ def _note_dark_level(dark: DarkLevel | None, fit: MeanVarianceFit, notes: list[s
 
 def estimate_auto(frames: Iterable[np.ndarray], offset: float | None = None) -> NoiseModel:
     """`--noise auto`: the model `analyze` chooses."""
-    return analyze(frames, offset).model
+    return analyze(frames, offset, evidence=False).model
