@@ -13,7 +13,8 @@ Synthetic noise is drawn once per setting with a fixed seed:
   8-bit data: relative error of the fitted gain and read noise (target <= 10 %), largest and root mean square
   over `--draws` noise draws of each setting (one draw can flatter: clipped Set12 at 1-60 photons read the read
   noise 1.6 % off in the one draw earlier versions made, and 30 % off at worst over five). For the settings
-  with an offset, also the dark level the third cumulant finds when the offset is not given (`dark_level`).
+  with an offset, also what `--noise auto` does when the offset is not given: the dark level the third cumulant
+  finds (`dark_level`) and the offset and read noise of the model it takes.
 
     python benchmarks/noise_estimation.py [--draws 5] [--json benchmarks/results/noise_estimation.json]
 """
@@ -114,11 +115,12 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
                 settings.append((scene, lo, hi, gain, read, 0.0, False))
         settings.append((scene, 1, 300, 2.0, 6.0, 100.0, False))  # offset, given to the estimator
         settings.append((scene, 1, 20, 2.0, 3.0, 100.0, False))  # the same at low counts
+        settings.append((scene, 1, 100, 2.0, 4.0, 500.0, False))  # a larger offset
         for lo, hi, gain, read in ((2, 100, 2.0, 3.0), (1, 60, 4.0, 4.0), (5, 200, 1.5, 2.0)):
             settings.append((scene, lo, hi, gain, read, 0.0, True))  # 8-bit, clipped at 0 and 255
     rows = []
     for i, (scene, lo, hi, gain, read, offset, bits8) in enumerate(settings):
-        gain_err, read_err, read_z, seconds, dark, first = [], [], [], [], [], None
+        gain_err, read_err, read_z, seconds, dark, blind_read, blind_offset, first = [], [], [], [], [], [], [], None
         for draw in range(draws):
             # seeded by the setting itself, so that adding a setting leaves the others' draws as they were
             rng = np.random.default_rng([zlib.crc32(repr(settings[i]).encode()), draw])
@@ -132,9 +134,11 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
             read_err.append(est_read / read - 1)
             # the read variance's error in standard errors the fit reports (the intercept's)
             read_z.append((est_read**2 - read**2) / rep.fit.intercept_se if rep.fit is not None else float("nan"))
-            if offset:  # what the third cumulant finds without being told the offset
+            if offset:  # without being told the offset: the third cumulant's dark level, and the model auto takes
                 blind = analyze(frames)
                 dark.append(blind.dark.to_dict() if blind.dark is not None else None)
+                blind_read.append(getattr(blind.model, "sigma", 0.0) / read - 1)
+                blind_offset.append(float(getattr(blind.model, "offset", 0.0)))
             first = first or rep
         gain_err, read_err = np.array(gain_err), np.array(read_err)
         rows.append({"scene": scene, "photons": [lo, hi], "gain": gain, "read": read, "offset": offset,
@@ -143,7 +147,8 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
                      "gain_max_abs": float(np.abs(gain_err).max()), "gain_rms": float(np.sqrt(np.mean(gain_err**2))),
                      "read_max_abs": float(np.abs(read_err).max()), "read_rms": float(np.sqrt(np.mean(read_err**2))),
                      "read_bias": float(read_err.mean()), "read_error_in_reported_se": read_z,
-                     "dark_level_third_cumulant": dark, "r2_heldout": first.r2,
+                     "dark_level_third_cumulant": dark, "offset_not_given_read_rel_errors": blind_read,
+                     "offset_not_given_model_offsets": blind_offset, "r2_heldout": first.r2,
                      "clipping_detected": first.clipping.detected,
                      "seconds": round(float(np.mean(seconds)), 2)})
     return rows
@@ -206,12 +211,14 @@ def main() -> None:
               f"{'yes' if r['clipped_8bit'] else ''} | {r['kind']} | {100 * r['gain_max_abs']:.1f} % "
               f"({100 * r['gain_rms']:.1f}) | {100 * r['read_max_abs']:.1f} % ({100 * r['read_rms']:.1f}) | "
               f"{100 * r['read_bias']:+.1f} % | {r['r2_heldout']:.3f} |")
-    print("\nDark level from the third cumulant, offset not given (settings with an offset; per draw: level +- se, "
-          "* where the brightness bins disagree)\n")
+    print("\nOffset not given (settings with an offset; per draw): the third cumulant's dark level +- se (* where the "
+          "brightness bins disagree), and the offset and read-noise error of the model --noise auto takes\n")
     for r in pg:
         if r["offset"]:
-            cells = ", ".join("none" if d is None else f"{d['offset']:.1f} +- {d['se']:.1f}{'' if d['consistent'] else '*'}"
-                              for d in r["dark_level_third_cumulant"])
+            cells = ", ".join(("none" if d is None else f"{d['offset']:.1f} +- {d['se']:.1f}{'' if d['consistent'] else '*'}")
+                              + f" -> {o:.1f}, {100 * e:+.0f} %" for d, o, e in
+                              zip(r["dark_level_third_cumulant"], r["offset_not_given_model_offsets"],
+                                  r["offset_not_given_read_rel_errors"]))
             print(f"- {r['scene']}, {r['photons'][0]}-{r['photons'][1]} photons, offset {r['offset']:g}: {cells}")
     real = real_table()
     print("\n## Real data\n")

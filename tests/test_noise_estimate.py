@@ -31,8 +31,11 @@ def test_poisson_gaussian_over_three_decades(gain, read):
 def test_known_offset_separates_dark_level_from_read_noise():
     rng = np.random.default_rng(3)
     frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=300)) + 100 + rng.normal(0, 6, (384, 384)) for _ in range(2)]
-    blind = analyze(frames).model  # offset and read noise move the same intercept
-    assert isinstance(blind, Poisson) and blind.offset > 0
+    # offset and read noise move the same intercept; the third cumulant tells them apart where many pixels are dark
+    rep = analyze(frames)
+    blind = rep.model
+    assert isinstance(blind, PoissonGaussian) and abs(blind.offset - 100) < 3 * rep.dark.se, (blind, rep.dark)
+    assert abs(blind.sigma / 6 - 1) < 0.1, blind
     told = analyze(frames, offset=100.0).model
     assert isinstance(told, PoissonGaussian) and told.offset == 100.0
     assert abs(told.gain / 2 - 1) < 0.1 and abs(told.sigma / 6 - 1) < 0.1
@@ -44,21 +47,41 @@ def test_known_offset_separates_dark_level_from_read_noise():
 
 def test_third_cumulant_finds_the_dark_level_the_variance_cannot():
     """1..20 photons, gain 2, read noise 3, offset 100: the mean-variance line cannot tell the offset from read
-    noise (the blind model is Poisson with a dark level below 100), but shot noise is skewed and read noise is
-    not: the noise's third cumulant puts the dark level at 100, the note names it, and with that offset given the
-    read noise comes out right."""
+    noise (alone it gives a Poisson model with a dark level near 95.5), but shot noise is skewed and read noise
+    is not: the noise's third cumulant puts the dark level at 100, and `auto` takes it as the offset, so the
+    read noise comes out right; the note says so, and a given offset still wins."""
     rng = np.random.default_rng(5)
     frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=20, linear=True)) + 100 + rng.normal(0, 3, (384, 384))
               for _ in range(2)]
     rep = analyze(frames)
-    assert isinstance(rep.model, Poisson) and rep.model.offset < 98
     dark = rep.dark
     assert dark is not None and dark.consistent and dark.se < 1.5, dark
     assert abs(dark.offset - 100) < max(3 * dark.se, 0.5), dark
-    assert any("third cumulant" in n and f"auto:offset={dark.offset:.5g}" in n for n in rep.notes)
+    assert isinstance(rep.model, PoissonGaussian) and rep.model.offset == dark.offset, rep.model
+    assert abs(rep.model.sigma / 3 - 1) < 0.15 and abs(rep.model.gain / 2 - 1) < 0.05, rep.model
+    assert any("third cumulant" in n and f"{dark.offset:.5g}" in n for n in rep.notes)
     assert rep.to_dict()["dark_level_third_cumulant"]["offset"] == dark.offset
-    told = analyze(frames, offset=dark.offset).model
-    assert isinstance(told, PoissonGaussian) and abs(told.sigma / 3 - 1) < 0.15, told
+    from sslrecon.noise.estimate import estimate_auto
+
+    assert estimate_auto(frames) == rep.model  # --noise auto uses it too
+    told = analyze(frames, offset=90.0)
+    assert told.model.offset == 90.0 and not any("third cumulant" in n for n in told.notes)
+
+
+def test_third_cumulant_leaves_offset_free_data_alone():
+    """The dark level is taken only where it differs from the line's own choice by over three standard errors:
+    offset-free data at low counts keep offset 0 (over several draws), as do clipped 8-bit data."""
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=20, linear=True)) + rng.normal(0, 3, (384, 384))
+                  for _ in range(2)]
+        rep = analyze(frames)
+        assert isinstance(rep.model, PoissonGaussian) and rep.model.offset == 0.0, (seed, rep.model, rep.dark)
+        assert abs(rep.model.sigma / 3 - 1) < 0.15
+    rng = np.random.default_rng(7)
+    frames = [np.clip(np.round(4.0 * rng.poisson(ramp_scene(lo=1, hi=60, linear=True)) + rng.normal(0, 4, (384, 384))),
+                      0, 255).astype(np.uint8) for _ in range(2)]
+    assert analyze(frames).model.offset == 0.0
 
 
 def test_clipped_8bit_is_detected_and_fitted_away_from_the_clips():
