@@ -137,10 +137,23 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
     return noise_for
 
 
-def auto_loss(noise: NoiseModel) -> str:
-    """The loss `--loss auto` picks for a noise model: Poisson-Gaussian SURE for signal-dependent
-    (Poisson, Poisson-Gaussian) noise, SURE for white Gaussian noise and, with the covariance, for
-    correlated Gaussian noise, Noise2Self for noise no risk estimator here models (gamma)."""
+#: mean photon count below which `--loss auto` takes `gr2r-poisson` for white Poisson(-Gaussian) noise: measured at
+#: 1 / 5 photons (Set12, read noise 3) it beat pg-sure by 2.6 / 0.3 dB, and by 0.3 dB on the FMD frames (1-3
+#: photons); at 30 photons they tie within run-to-run spread (27.46 / 27.34 dB), and pg-sure's one test-time pass
+#: is 5x cheaper (benchmarks/results/denoise_pg_cpu.json)
+LOW_COUNTS = 20.0
+
+
+def auto_loss(noise: NoiseModel, mean: float | None = None) -> str:
+    """The loss `--loss auto` picks for a noise model and the data's mean (data units): for white Poisson or
+    Poisson-Gaussian noise at fewer than `LOW_COUNTS` photons on average `gr2r-poisson` (at low counts the
+    first-order expansion in the photon step that pg-sure rests on is poor), else Poisson-Gaussian SURE for
+    white signal-dependent noise, SURE for white Gaussian noise and, with the covariance, for correlated
+    (Gaussian or signal-dependent) noise, Noise2Self for noise no risk estimator here models (gamma)."""
+    if noise.signal_dependent and mean is not None and LOSSES["gr2r-poisson"].supports(noise):
+        pg = noise.as_pg()
+        if (mean - float(pg.offset)) / float(pg.gain) < LOW_COUNTS:
+            return "gr2r-poisson"
     if noise.signal_dependent and LOSSES["pg-sure"].supports(noise):
         return "pg-sure"
     return next((name for name in ("sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
@@ -156,10 +169,12 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
         check_output(Path(plot), overwrite=overwrite, inputs=tuple(paths))
     shapes = _check_all(paths)
     pooled_slots = set(_spread([(i, j) for i, (n, _) in enumerate(shapes) for j in range(n)]))
-    files, samples, reports = [], [], []
+    files, samples, reports, means = [], [], [], []
     for i, p in enumerate(paths):
         with open_image(p) as img:
-            reports.append(analyze_noise(_sample_frames([img]), offset=offset))
+            sampled = _sample_frames([img])
+            reports.append(analyze_noise(sampled, offset=offset))
+            means.append(float(np.mean([np.mean(f, dtype=np.float64) for f in sampled])))
             files.append({"path": str(p), **reports[-1].to_dict()})
             frames = per_frame(reports[-1].model, img.frame, img.n_frames)
             if isinstance(frames, PerFrame):  # the model --noise auto uses: one sigma per frame
@@ -167,7 +182,8 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
             if len(paths) > 1:  # one file: the pooled frames are its own, and so is the report
                 samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
     pooled = analyze_noise(samples, offset=offset) if samples else reports[0]
-    doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model),
+    mean = float(np.mean([np.mean(f, dtype=np.float64) for f in samples])) if samples else means[0]
+    doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model, mean),
            "files": files}
     if plot is not None:
         from .noise.plot import plot_report
@@ -188,7 +204,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
                device: torch.device, init: dict | None, resume: dict | None, progress: bool) -> dict:
     noise, per_file = noise_models(cfg.noise, images)
     if cfg.loss == "auto":
-        cfg = replace(cfg, loss=auto_loss(noise))
+        cfg = replace(cfg, loss=auto_loss(noise, norm.shift))  # (the shift is the data's mean)
     for p, m in zip(paths, map(file_model, per_file)):
         if not LOSSES[cfg.loss].supports(m):  # (a loss that learns the noise takes any model as its start)
             raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",

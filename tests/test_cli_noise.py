@@ -20,7 +20,7 @@ def test_noise_verb_on_fmd_names_a_signal_dependent_model_with_evidence(tmp_path
     assert doc["kind"] == "signal-dependent" and {"gain", "sigma", "offset"} <= doc.keys() and doc["gain"] > 0
     assert doc["r2_heldout"] > 0.8 and doc["heldout_variance_error"] < 0.15
     assert doc["clipping"]["detected"] and any("clipped" in n for n in doc["notes"])
-    assert doc["loss_auto"] == "pg-sure" and len(doc["files"]) == 5
+    assert doc["loss_auto"] == "gr2r-poisson" and len(doc["files"]) == 5  # 1-3 photons
     assert all(f["kind"] == "signal-dependent" for f in doc["files"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     # the plot is never silently replaced, and a bad plot path is one line, exit 2

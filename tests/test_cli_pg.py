@@ -93,14 +93,28 @@ def test_unsure_on_gaussian_data(tiny_data, tmp_path, capsys):
     assert doc["noise_learned"]["name"] == "gaussian" and doc["noise_learned"]["sigma"] > 0
 
 
-def test_loss_auto_on_real_fmd_frames_trains_pg_sure_with_the_inferred_model(tmp_path, capsys):
+def test_loss_auto_takes_gr2r_at_low_counts_and_pg_sure_above():
+    from sslrecon.api import LOW_COUNTS, auto_loss
+    from sslrecon.noise import Correlated, PoissonGaussian
+
+    pg = PoissonGaussian(gain=2.0, sigma=3.0, offset=100.0)
+    assert auto_loss(pg, 100 + 2 * 0.5 * LOW_COUNTS) == "gr2r-poisson"
+    assert auto_loss(pg, 100 + 2 * 2 * LOW_COUNTS) == "pg-sure"
+    assert auto_loss(pg) == "pg-sure"  # the mean unknown
+    # thinning needs independent pixels: correlated signal-dependent noise keeps SURE with its covariance at any count
+    corr = Correlated(sigma=3.0, kernel=((0, 0.2, 0), (0.2, 1.0, 0.2), (0, 0.2, 0)), gain=2.0, offset=100.0)
+    assert auto_loss(corr, 100 + 2 * 0.5 * LOW_COUNTS) == auto_loss(corr) == "sure"
+
+
+def test_loss_auto_on_real_fmd_frames_trains_gr2r_with_the_inferred_model(tmp_path, capsys):
     """Issue 3's check: `fit --noise auto` on the FMD frames uses the inferred Poisson-Gaussian models once a
-    Poisson-Gaussian loss exists, and the checkpoint carries them."""
+    Poisson-Gaussian loss exists, and the checkpoint carries them. At their 1-3 photons that loss is
+    gr2r-poisson."""
     frames = sorted((FMD / "noisy_raw").glob("*.tif"))[:2]
     code, out, err = run(["fit", *frames, "-o", tmp_path / "fmd", "--loss", "auto", "--json", *TINY], capsys)
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["loss"] == "pg-sure" and doc["noise"]["name"] in ("pg", "poisson")
+    assert doc["loss"] == "gr2r-poisson" and doc["noise"]["name"] in ("pg", "poisson")
     ckpt = torch.load(tmp_path / "fmd" / "model.pt", weights_only=True)
     assert all(m["name"] in ("pg", "poisson") and m["gain"] > 0 for m in ckpt["noise_per_file"].values())
     assert ckpt["noise_per_file"] == doc["noise_per_file"] and len(doc["noise_per_file"]) == 2
