@@ -40,6 +40,8 @@ def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
         share = (SIGMA / GAIN) ** 2 / ((SIGMA / GAIN) ** 2 + 15.0)  # read noise's share of the counts' variance
         assert alpha == pytest.approx(0.15 + 0.8 * share, abs=0.05)
         assert torch.load(tmp_path / loss / "model.pt", weights_only=True)["loss_options"]["alpha"] == alpha
+        samples = json.loads((tmp_path / loss / "config.json").read_text())["loss_options"]["test_samples"]
+        assert isinstance(samples, int) and samples >= 5  # "auto" settled with it
     code, out, err = run(["validate", tmp_path / loss, data, "--reference", ref, "--json", "--device", "cpu",
                           "--tile-size", "32"], capsys)
     assert code == 0, err

@@ -9,7 +9,7 @@ import torch
 from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss, sure_mse
 from sslrecon.losses.base import _fork
-from sslrecon.losses.pg import auto_alpha, second_order_term, skewed_probe
+from sslrecon.losses.pg import auto_alpha, auto_test_samples, second_order_term, skewed_probe
 from sslrecon.noise import Poisson, PoissonGaussian
 from sslrecon.physics import Denoising
 
@@ -145,6 +145,27 @@ def test_gr2r_predict_averages_splits_and_refuses_bad_alpha():
     assert (out - y).abs().mean() < 2.5  # one split has std sqrt(50 / 0.85) ~ 7.7; the mean of 32 about 1.4
     with pytest.raises(ConfigError, match="alpha"):
         build_loss("gr2r-poisson", alpha=1.0)
+    with pytest.raises(ConfigError, match="test_samples"):
+        build_loss("gr2r-poisson", test_samples=0)
+
+
+def test_gr2r_auto_test_samples_grow_with_alpha():
+    """test_samples="auto" averages more splits where each varies more (the input holds fewer counts): 5 at
+    alpha 0.2, 10 at 0.4, 35 at 0.7, at most 64; `adapt` settles it from the settled alpha, keeps an explicit one,
+    and without `adapt` the rule counts its passes from the alpha it uses."""
+    assert [auto_test_samples(a) for a in (0.15, 0.2, 0.4, 0.7, 0.99)] == [5, 5, 10, 35, 64]
+    model = PoissonGaussian(gain=2.0, sigma=3.0, offset=100.0)
+    y = model.sample(torch.full((2, 1, 64, 64), 102.0), generator=torch.Generator().manual_seed(0))
+    loss = build_loss("gr2r-poisson")
+    assert loss.options()["test_samples"] == "auto"
+    loss.adapt(y, Denoising(model))
+    assert loss.options()["test_samples"] == auto_test_samples(loss.options()["alpha"]) > 5
+    fixed = build_loss("gr2r-poisson", test_samples=3)
+    fixed.adapt(y, Denoising(model))
+    assert fixed.options()["test_samples"] == 3
+    passes = []
+    build_loss("gr2r-poisson", alpha=0.7).predict(lambda v: passes.append(1) or v, y, Denoising(model))
+    assert len(passes) == 35
 
 
 def test_gr2r_auto_alpha_follows_the_read_noise_share():
