@@ -28,6 +28,19 @@ def test_poisson_gaussian_over_three_decades(gain, read):
     assert rep.r2 > 0.95
 
 
+def test_gain_at_very_low_counts_where_read_noise_dominates():
+    """0.2-3 photons, gain 2, read noise 3: the patch variance is mostly read noise and a patch's own mean is a
+    noisy brightness (sd 0.5 counts against a 6-count range). Binned by their own mean the bins' brightness
+    spreads wider than their variance follows (regression dilution): the gain came out 9-12 % low (here 9.8 %).
+    Binned by the mean of the ring around each patch (independent of its noise) it is unbiased (-2.1 to +3.6 %
+    over five draws)."""
+    rng = np.random.default_rng(11)
+    frames = [2.0 * rng.poisson(ramp_scene(lo=0.2, hi=3, linear=True)) + 100 + rng.normal(0, 3, (384, 384))
+              for _ in range(3)]
+    model = analyze(frames, offset=100.0).model
+    assert abs(model.gain / 2 - 1) < 0.06 and abs(model.sigma / 3 - 1) < 0.03, model
+
+
 def test_known_offset_separates_dark_level_from_read_noise():
     rng = np.random.default_rng(3)
     frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=300)) + 100 + rng.normal(0, 6, (384, 384)) for _ in range(2)]
