@@ -216,7 +216,8 @@ def main() -> None:
           "brightness bins disagree), and the offset and read-noise error of the model --noise auto takes\n")
     for r in pg:
         if r["offset"]:
-            cells = ", ".join(("none" if d is None else f"{d['offset']:.1f} +- {d['se']:.1f}{'' if d['consistent'] else '*'}")
+            cells = ", ".join(("none" if d is None else
+                               f"{d['offset']:.1f} +- {d['se']:.1f}{'' if d['consistent'] else '*'}")
                               + f" -> {o:.1f}, {100 * e:+.0f} %" for d, o, e in
                               zip(r["dark_level_third_cumulant"], r["offset_not_given_model_offsets"],
                                   r["offset_not_given_read_rel_errors"]))

@@ -141,18 +141,18 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
 #: 1 / 5 photons (Set12, read noise 3) it beat pg-sure by 3.9 / 0.5 dB, and by 0.3 dB on the FMD frames (1-3
 #: photons); at 30 photons they are within run-to-run spread (27.46 / 27.34 dB), and pg-sure's one test-time pass
 #: is 5x cheaper (benchmarks/results/denoise_pg_cpu.json)
-LOW_COUNTS = 20.0
+GR2R_BELOW_COUNTS = 20.0
 
 
 def auto_loss(noise: NoiseModel, mean: float | None = None) -> str:
     """The loss `--loss auto` picks for a noise model and the data's mean (data units): for white Poisson or
-    Poisson-Gaussian noise at fewer than `LOW_COUNTS` photons on average `gr2r-poisson` (at low counts the
+    Poisson-Gaussian noise at fewer than `GR2R_BELOW_COUNTS` photons on average `gr2r-poisson` (at low counts the
     first-order expansion in the photon step that pg-sure rests on is poor), else Poisson-Gaussian SURE for
     white signal-dependent noise, SURE for white Gaussian noise and, with the covariance, for correlated
     (Gaussian or signal-dependent) noise, Noise2Self for noise no risk estimator here models (gamma)."""
     if noise.signal_dependent and mean is not None and LOSSES["gr2r-poisson"].supports(noise):
         pg = noise.as_pg()
-        if (mean - float(pg.offset)) / float(pg.gain) < LOW_COUNTS:
+        if (mean - float(pg.offset)) / float(pg.gain) < GR2R_BELOW_COUNTS:
             return "gr2r-poisson"
     if noise.signal_dependent and LOSSES["pg-sure"].supports(noise):
         return "pg-sure"
@@ -182,7 +182,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
             if len(paths) > 1:  # one file: the pooled frames are its own, and so is the report
                 samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
     pooled = analyze_noise(samples, offset=offset) if samples else reports[0]
-    mean = float(np.mean([np.mean(f, dtype=np.float64) for f in samples])) if samples else means[0]
+    mean = float(np.mean(means))  # of whole frames, as fit's normalisation shift
     doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model, mean),
            "files": files}
     if plot is not None:
@@ -208,7 +208,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     for p, m in zip(paths, map(file_model, per_file)):
         if not LOSSES[cfg.loss].supports(m):  # (a loss that learns the noise takes any model as its start)
             raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
-                              fix=f"use --loss {auto_loss(m)} or --loss auto")
+                              fix=f"use --loss {auto_loss(m, norm.shift)} or --loss auto")
     per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
     learns = LOSSES[cfg.loss].learns_noise  # then the given or estimated models only start its own, per file
     try:  # batches mix files: refuse models that cannot share a batch now, not mid-training

@@ -30,7 +30,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw
 NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, gaussian:sigma_per_frame=FILE (one sigma per frame of a stack), poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], corr:sigma=V,size=N|kernel=FILE|psd=FILE[,gain=V,offset=V] (correlated; with gain, a level that follows the signal), or auto[:offset=V] (estimated per file).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 TileOpt = Annotated[Optional[int], typer.Option("--tile-size", help="Tile side for inference (default: chosen from available memory).")]
-LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}, or auto (chosen for the noise model).")]
+LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}, or auto (chosen for the noise model and, for Poisson-Gaussian noise, the mean photon count).")]
 
 
 def _emit(doc, as_json: bool, lines: list[str]) -> None:
@@ -52,7 +52,7 @@ def fit(inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="R
         lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
         width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 32,
         depth: Annotated[int, typer.Option(help="U-Net down-samplings.")] = 3,
-        loss_option: Annotated[Optional[list[str]], typer.Option("--loss-option", help="KEY=VALUE option of the loss, repeatable, e.g. second_order=true (pg-sure), alpha=0.2 (r2r, gr2r-poisson; gr2r-poisson's default is auto), step=0.02 (unsure, pg-unsure).")] = None,
+        loss_option: Annotated[Optional[list[str]], typer.Option("--loss-option", help="KEY=VALUE option of the loss, repeatable, e.g. second_order=true (pg-sure), alpha=0.2 (r2r, gr2r-poisson; gr2r-poisson's default is auto), test_samples=20 (gr2r-poisson; default auto), step=0.02 (unsure, pg-unsure).")] = None,
         device: DeviceOpt = "auto", seed: SeedOpt = 0, glob: GlobOpt = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last.pt.")] = False,
         overwrite: OverwriteOpt = False, json_out: JsonOpt = False):

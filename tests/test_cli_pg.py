@@ -7,6 +7,8 @@ import pytest
 import tifffile
 import torch
 
+from sslrecon.losses.pg import auto_test_samples
+
 from .conftest import FMD, TINY, smooth_image
 from .test_cli import run
 
@@ -41,7 +43,7 @@ def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
         assert alpha == pytest.approx(0.15 + 0.8 * share, abs=0.05)
         assert torch.load(tmp_path / loss / "model.pt", weights_only=True)["loss_options"]["alpha"] == alpha
         samples = json.loads((tmp_path / loss / "config.json").read_text())["loss_options"]["test_samples"]
-        assert isinstance(samples, int) and samples >= 5  # "auto" settled with it
+        assert samples == auto_test_samples(alpha)  # "auto" settled with it
     code, out, err = run(["validate", tmp_path / loss, data, "--reference", ref, "--json", "--device", "cpu",
                           "--tile-size", "32"], capsys)
     assert code == 0, err
@@ -96,7 +98,7 @@ def test_unsure_on_gaussian_data(tiny_data, tmp_path, capsys):
 
 
 def test_loss_auto_takes_gr2r_at_low_counts_and_pg_sure_above():
-    from sslrecon.api import LOW_COUNTS, auto_loss
+    from sslrecon.api import GR2R_BELOW_COUNTS as LOW_COUNTS, auto_loss
     from sslrecon.noise import Correlated, PoissonGaussian
 
     pg = PoissonGaussian(gain=2.0, sigma=3.0, offset=100.0)
@@ -135,3 +137,10 @@ def test_loss_options_from_the_command_line(pg_data, tmp_path, capsys):
         code, _, err = run(["fit", data, "-o", tmp_path / "bad", "--loss", "pg-sure", "--noise", spec,
                             "--loss-option", bad, *TINY], capsys)
         assert code == 2 and "loss" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
+    for bad in ("test_samples=0", "test_samples=true", "test_samples=2.5"):  # gr2r-poisson: a count or auto
+        code, _, err = run(["fit", data, "-o", tmp_path / "bad", "--loss", "gr2r-poisson", "--noise", spec,
+                            "--loss-option", bad, *TINY], capsys)
+        assert code == 2 and "test_samples" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
+    code, out, err = run(["fit", data, "-o", tmp_path / "k", "--loss", "gr2r-poisson", "--noise", spec, "--json",
+                          "--loss-option", "test_samples=7", *TINY], capsys)
+    assert code == 0 and json.loads(out)["loss_options"]["test_samples"] == 7, err

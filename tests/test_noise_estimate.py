@@ -82,7 +82,7 @@ def test_third_cumulant_finds_the_dark_level_the_variance_cannot():
 
 
 def test_third_cumulant_leaves_offset_free_data_alone():
-    """The dark level is taken only where it differs from the line's own choice by over three standard errors:
+    """The dark level is taken only where it lies over five standard errors above the line's own choice of 0:
     offset-free data at low counts keep offset 0 (over several draws), as do clipped 8-bit data."""
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
@@ -95,6 +95,32 @@ def test_third_cumulant_leaves_offset_free_data_alone():
     frames = [np.clip(np.round(4.0 * rng.poisson(ramp_scene(lo=1, hi=60, linear=True)) + rng.normal(0, 4, (384, 384))),
                       0, 255).astype(np.uint8) for _ in range(2)]
     assert analyze(frames).model.offset == 0.0
+
+
+def test_dark_offset_rules():
+    """Which third-cumulant level `auto` takes as the offset: with a negative intercept only one above the
+    least offset the line allows (a level below it leaves the line's choice, read noise 0); with a positive
+    one only a level over five standard errors above 0; never an inconsistent or imprecise one, nor on data
+    clipped at a floor."""
+    from types import SimpleNamespace as NS
+
+    from sslrecon.noise.estimate import DarkLevel, _dark_offset
+
+    fit = NS(slope=2.0, intercept=-191.0, darkest_variance=20.0)  # least offset 95.5
+    free = NS(low=None)
+    assert _dark_offset(DarkLevel(100.0, 0.5, 1.0, 8), fit, free) == 100.0
+    assert _dark_offset(DarkLevel(90.0, 0.5, 1.0, 8), fit, free) is None
+    assert _dark_offset(DarkLevel(100.0, 0.5, 9.0, 8), fit, free) is None  # bins disagree
+    assert _dark_offset(DarkLevel(100.0, 5.0, 1.0, 8), fit, free) is None  # 2 x 5 > 0.25 x 20
+    assert _dark_offset(DarkLevel(100.0, 0.5, 1.0, 8), fit, NS(low=0.0)) is None
+    positive = NS(slope=2.0, intercept=9.0, darkest_variance=20.0)
+    assert _dark_offset(DarkLevel(2.4, 0.5, 1.0, 8), positive, free) is None  # 4.8 se
+    assert _dark_offset(DarkLevel(2.6, 0.5, 1.0, 8), positive, free) == 2.6
+    rng = np.random.default_rng(8)  # end to end: the line's choice stands and says so
+    frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=300)) + 100 + rng.normal(0, 6, (384, 384)) for _ in range(2)]
+    rep = analyze(frames)
+    took = any("third cumulant" in n for n in rep.notes)
+    assert took == (rep.model.offset != -rep.fit.intercept / rep.fit.slope), (rep.model, rep.notes)
 
 
 def test_clipped_8bit_is_detected_and_fitted_away_from_the_clips():

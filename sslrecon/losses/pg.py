@@ -174,7 +174,8 @@ class GR2RPoisson(Loss):
         super().__init__()
         if alpha != "auto" and not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
             raise ValueError(f"gr2r-poisson needs 0 < alpha < 1 or alpha=auto, not {alpha!r}")
-        if test_samples != "auto" and not (isinstance(test_samples, int) and test_samples >= 1):
+        if test_samples != "auto" and not (isinstance(test_samples, int) and not isinstance(test_samples, bool)
+                                           and test_samples >= 1):
             raise ValueError(f"gr2r-poisson needs test_samples >= 1 or test_samples=auto, not {test_samples!r}")
         self.alpha, self.test_samples = alpha, test_samples
 
@@ -210,11 +211,13 @@ class GR2RPoisson(Loss):
         value = ((model(y1) - y2) ** 2).mean()
         return LossOutput(value, {})
 
-    def predict_and_risk(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The test-time rule and a per-pixel map whose mean is the risk estimate (see the module docstring)."""
+    def predict_and_risk(self, model, y, physics=DENOISING, generator=None,
+                         samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test-time rule and a per-pixel map whose mean is the risk estimate (see the module docstring);
+        `samples` overrides the number of splits."""
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise.as_pg())
-        k = auto_test_samples(alpha) if self.test_samples == "auto" else self.test_samples
+        k = samples or (auto_test_samples(alpha) if self.test_samples == "auto" else self.test_samples)
         pred, err = torch.zeros_like(y), torch.zeros_like(y)
         for _ in range(k):
             y1, y2 = self.split(y, physics, generator, alpha)
@@ -228,4 +231,6 @@ class GR2RPoisson(Loss):
         return self.predict_and_risk(model, y, physics, generator)[0]  # the risk map costs a few elementwise ops
 
     def risk(self, model, y, physics=DENOISING, generator=None):
-        return self.predict_and_risk(model, y, physics, generator)[1].mean(tuple(range(1, y.ndim)))
+        """The risk estimate alone (training-time validation): it is a single split's, so `SAMPLES_MIN` splits
+        estimate it as well as the many the prediction may average."""
+        return self.predict_and_risk(model, y, physics, generator, SAMPLES_MIN)[1].mean(tuple(range(1, y.ndim)))

@@ -22,12 +22,12 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   components per intensity): a patch is kept when the ring of pixels around it is flat for noise of
   its predicted variance. The ring does not overlap the patch, so the choice does not bias the
   patch's noise and no shrink calibration is needed. A patch's bin (and its predicted variance) is
-  chosen by the mean of that ring too, its own mean only giving the bin's brightness: binned on their own
-  noisy means, the bins' brightness spread wider than their variance follows (regression dilution), and
-  the gain ran 9-12 % low at 0.2-3 photons with read noise 3 (22 % on Set12 crops at 1 photon). These
-  bins are spaced evenly in the logarithm of the predicted variance (merged to at least `MIN_BIN_SITES` patches), so the dark end, which
-  carries the read noise, is resolved even where few pixels are dark. Clipping
-  (an 8-bit floor, saturation) is detected, patches touching it are left out, and only bins at
+  chosen by the mean of that ring too, its own mean only giving the bin's brightness: binned on their
+  own noisy means, the bins' brightness spread wider than their variance follows (regression
+  dilution), and the gain ran 9-12 % low at 0.2-3 photons with read noise 3 (22 % on Set12 crops at 1
+  photon). These bins are spaced evenly in the logarithm of the predicted variance (merged to at
+  least `MIN_BIN_SITES` patches), so the dark end, which carries the read noise, is resolved even
+  where few pixels are dark. Clipping (an 8-bit floor, saturation) is detected, patches touching it are left out, and only bins at
   least two noise standard deviations from a clipping level are fitted. The fit is scored on a
   held-out half of the image area (a checkerboard of blocks): R^2 and the variance error. The
   intercept's standard error is reported: read noise is an extrapolation when the darkest data
@@ -446,7 +446,7 @@ def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator) -> floa
 def _noise_basis(s: _Sites, ok: np.ndarray, start, rng: np.random.Generator) -> np.ndarray | None:
     """The directions of d x d patch space that hold noise alone: the trailing eigenvectors (Chen's
     test, `_tail_start`) of the covariance of flat patches from every brightness, each patch
-    divided by its predicted noise level `sqrt(start(mean))` so that all brightnesses weigh alike.
+    divided by its predicted noise level `sqrt(start(ring mean))` so that all brightnesses weigh alike.
     Texture and edges live in the leading (smooth) directions of natural scenes, the same at every
     brightness, so one basis serves every bin and a bin's variance needs no eigenvalues of its own
     (whose spread over a few hundred patches made bins scatter by 5-15 %)."""
@@ -487,8 +487,8 @@ def _simulated_shrink(n: int, dim: int, reps: int | None = None) -> float:
 
 def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, start):
     """Per brightness bin: mean, noise variance and count of the patches used. For each patch size the
-    variance starts from the model `start(mean)` and is iterated: patches whose surrounding ring is flat
-    for noise of the current variance (scaled to each patch's own brightness by `start`) are kept and
+    variance starts from the model `start(ring mean)` and is iterated: patches whose surrounding ring is flat
+    for noise of the current variance (scaled to each patch's brightness, its ring's mean, by `start`) are kept and
     their variance (`_site_variance`) gives the next one. Sites are binned by their ring's mean and the bin's
     brightness is the mean of its patches' means. The ring does not overlap the patch, so for
     independent noise selecting or binning on it does not bias the patch's noise; texture inside the patch lies
@@ -897,7 +897,7 @@ STENCIL_CUBES, STENCIL_SQUARES = 1 - 4 / 64, 1 + 4 / 16
 SKEW_BINS = 8
 SKEW_GROUPS = 20          # delete-a-group jackknife over 32-pixel blocks
 SKEW_CONSISTENT = 3.0     # chi^2 per degree of freedom of the bins' kappa3 about their line, at most
-SKEW_PRECISION = 0.25       # the level is used where its error moves the read variance by at most this share
+SKEW_PRECISION = 0.25     # the level is used where its error moves the read variance by at most this share
 SKEW_OFFSET_Z = 5.0       # and, where the line alone would take offset 0, where it is this many standard errors above 0
 
 
@@ -1104,8 +1104,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             dark = dark_level(frames, clip, fit) if (evidence or offset is None) and abs(corr.lag1) <= CORR_THRESHOLD \
                 else None
             if offset is None and (offset := _dark_offset(dark, fit, clip)) is not None:
-                notes.append(f"offset {offset:.5g} from the third cumulant of the noise (shot noise is skewed, read noise "
-                             f"is not; dark level {dark.offset:.5g} +- {dark.se:.2g}); --noise auto:offset=V overrides it")
+                notes.append(f"offset {offset:.5g} from the third cumulant of the noise (shot noise is skewed, read "
+                             f"noise is not; dark level {dark.offset:.5g} +- {dark.se:.2g}); --noise auto:offset=V "
+                             "overrides it")
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
@@ -1154,7 +1155,8 @@ def _dark_offset(dark: DarkLevel | None, fit: MeanVarianceFit, clip: Clipping) -
     """The offset `auto` takes from the third cumulant's dark level, or None. Only where its brightness bins
     agree, it is precise (its error moves the read variance it implies by at most `SKEW_PRECISION` of the darkest
     variance) and no floor clips the data (which skews its dark end). With a negative intercept the line alone
-    puts the offset where it leaves no read noise, the least it can be: a level above that is taken as it is.
+    puts the offset where it leaves no read noise, the least it can be: a level above that is taken, one below
+    is not (the line's choice stands).
     With a positive intercept the line alone takes offset 0: the level is taken only when it is over
     `SKEW_OFFSET_Z` standard errors above 0, so offset-free data keep 0 (at three, one of five offset-free
     draws of a smooth scene at 1-100 photons, gain 0.5, read noise 1, took a level of 2.2 +- 0.65: read noise +44 %)."""
@@ -1162,8 +1164,9 @@ def _dark_offset(dark: DarkLevel | None, fit: MeanVarianceFit, clip: Clipping) -
         return None
     if fit.slope * dark.se > SKEW_PRECISION * fit.darkest_variance:
         return None
-    if fit.intercept <= 0:
-        return max(dark.offset, -fit.intercept / fit.slope)
+    least = -fit.intercept / fit.slope if fit.intercept <= 0 else None
+    if least is not None:
+        return dark.offset if dark.offset > least else None
     return dark.offset if dark.offset > SKEW_OFFSET_Z * dark.se else None
 
 
