@@ -401,6 +401,9 @@ def _check_noise_frames(given, paths: list[Path], shapes: list[tuple[int, tuple[
 
 
 def _reconstructor(state, device, tile_size, test_samples) -> Reconstructor:
+    if test_samples is not None and test_samples < 1:
+        raise ConfigError(f"--test-samples must be at least 1, not {test_samples}",
+                          fix="give the number of passes to average, or leave it out to use the run's own")
     opts = {"test_samples": test_samples} if test_samples and "test_samples" in state["loss_options"] else None
     return Reconstructor.from_checkpoint(state, resolve_device(device), tile_size=tile_size, loss_options=opts)
 

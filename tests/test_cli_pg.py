@@ -53,6 +53,9 @@ def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
                           "--device", "cpu", "--json"], capsys)
     assert code == 0, err
     assert tifffile.imread(tmp_path / f"{loss}_out" / "im0.tif").shape == (48, 48)
+    code, _, err = run(["reconstruct", tmp_path / loss, data, "-o", tmp_path / "zero", "--test-samples", "0",
+                        "--device", "cpu"], capsys)
+    assert code == 2 and "--test-samples" in err and err.count("\n") == 1 and not (tmp_path / "zero").exists()
 
 
 def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsys):

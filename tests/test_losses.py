@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sslrecon.errors import ConfigError
 from sslrecon.losses import LOSSES, build_loss, sure_mse
 from sslrecon.models import UNet, UNetConfig
 from sslrecon.noise import Gaussian, PoissonGaussian
@@ -93,6 +94,9 @@ def test_r2r_predict_averages_recorruptions():
     y = torch.zeros(1, 1, 16, 16)
     out = loss.predict(lambda v: v, y, Denoising(Gaussian(0.1)), generator=torch.Generator().manual_seed(0))
     assert out.abs().mean() < 0.1 * 0.5 * 0.3  # mean of 64 draws of N(0, (0.05)^2) is near 0
+    for bad in (0, True, "auto"):  # r2r has no automatic count
+        with pytest.raises(ConfigError, match="test_samples"):
+            build_loss("r2r", test_samples=bad)
 
 
 def test_n2s_prediction_is_j_invariant_and_full_pass_is_not():

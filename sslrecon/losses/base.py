@@ -84,6 +84,11 @@ class Loss(nn.Module):
                         generator=generator, divergence=not self.j_invariant)
 
 
+def is_count(value) -> bool:
+    """A whole number of passes, at least 1 (a boolean is not one, though Python calls it an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _fork(generator: torch.Generator | None) -> torch.Generator | None:
     """A generator with a fixed copy of `generator`'s state, so repeated calls draw the same noise."""
     if generator is None:

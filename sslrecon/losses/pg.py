@@ -43,7 +43,7 @@ import torch
 
 from ..noise.estimate import STENCIL_CUBES, STENCIL_SQUARES
 from ..physics import DENOISING
-from .base import Loss, LossOutput, probe_scale
+from .base import Loss, LossOutput, is_count, probe_scale
 from .sure import SureGaussian
 
 PHI = (1 + math.sqrt(5)) / 2
@@ -174,8 +174,7 @@ class GR2RPoisson(Loss):
         super().__init__()
         if alpha != "auto" and not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
             raise ValueError(f"gr2r-poisson needs 0 < alpha < 1 or alpha=auto, not {alpha!r}")
-        if test_samples != "auto" and not (isinstance(test_samples, int) and not isinstance(test_samples, bool)
-                                           and test_samples >= 1):
+        if test_samples != "auto" and not is_count(test_samples):
             raise ValueError(f"gr2r-poisson needs test_samples >= 1 or test_samples=auto, not {test_samples!r}")
         self.alpha, self.test_samples = alpha, test_samples
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..physics import DENOISING
-from .base import Loss, LossOutput
+from .base import Loss, LossOutput, is_count
 
 
 class R2RGaussian(Loss):
@@ -23,6 +23,8 @@ class R2RGaussian(Loss):
 
     def __init__(self, alpha: float = 0.5, test_samples: int = 5):
         super().__init__()
+        if not is_count(test_samples):
+            raise ValueError(f"r2r needs test_samples >= 1, not {test_samples!r}")
         self.alpha, self.test_samples = alpha, test_samples
 
     def options(self):
