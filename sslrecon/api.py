@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig
-from .data import Normalization, PatchSampler, split_regions
+from .data import Normalization, PatchSampler, split_regions, strided_sample
 from .engine import checkpoint
 from .engine.bundle import Reconstructor, file_seed
 from .engine.metrics import data_range as default_data_range
@@ -174,7 +174,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
         with open_image(p) as img:
             sampled = _sample_frames([img])
             reports.append(analyze_noise(sampled, offset=offset))
-            means.append(float(np.mean([np.mean(f, dtype=np.float64) for f in sampled])))
+            means.append(float(strided_sample(sampled, len(sampled)).mean()))  # as fit's normalisation shift
             files.append({"path": str(p), **reports[-1].to_dict()})
             frames = per_frame(reports[-1].model, img.frame, img.n_frames)
             if isinstance(frames, PerFrame):  # the model --noise auto uses: one sigma per frame
@@ -182,7 +182,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
             if len(paths) > 1:  # one file: the pooled frames are its own, and so is the report
                 samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in pooled_slots)
     pooled = analyze_noise(samples, offset=offset) if samples else reports[0]
-    mean = float(np.mean(means))  # of whole frames, as fit's normalisation shift
+    mean = float(np.mean(means))
     doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model, mean),
            "files": files}
     if plot is not None:

@@ -27,8 +27,8 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   dilution), and the gain ran 9-12 % low at 0.2-3 photons with read noise 3 (22 % on Set12 crops at 1
   photon). These bins are spaced evenly in the logarithm of the predicted variance (merged to at
   least `MIN_BIN_SITES` patches), so the dark end, which carries the read noise, is resolved even
-  where few pixels are dark. Clipping (an 8-bit floor, saturation) is detected, patches touching it are left out, and only bins at
-  least two noise standard deviations from a clipping level are fitted. The fit is scored on a
+  where few pixels are dark. Clipping (an 8-bit floor, saturation) is detected, patches touching it
+  are left out, and only bins at least two noise standard deviations from a clipping level are fitted. The fit is scored on a
   held-out half of the image area (a checkerboard of blocks): R^2 and the variance error. The
   intercept's standard error is reported: read noise is an extrapolation when the darkest data
   have a variance many times its own.
@@ -928,8 +928,8 @@ class DarkLevel:
 def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -> DarkLevel | None:
     """The dark level of Poisson-Gaussian noise from the third cumulant of the residual `r = y_i - mean(4
     neighbours)` (`kappa3(r) = 0.9375 kappa3(y)` for independent pixels): shot noise has `kappa3 = gain^2 (mean -
-    offset)` and Gaussian read noise none. The mean-variance line alone
-    cannot tell an offset from read noise (both move its intercept); the third cumulant can, where the counts
+    offset)` and Gaussian read noise none. The mean-variance line alone cannot tell an offset from read noise
+    (both move its intercept); the third cumulant can, where the counts
     are low enough for the shot noise to be skewed. The level is where the weighted line of the bins' kappa3
     against their brightness reaches zero, so an error in the gain does not move it. Residuals touching a
     clipping level are left out, and brightness outside the bins the line was fitted on. None where the fit
@@ -1101,8 +1101,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         if fit.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and fit.slope >= SLOPE_Z * fit.slope_se)):
             # the stencil's cumulant factors hold for independent pixels: not where neighbours correlate at all (FMD's
             # lag-1 0.2-0.36 put BPAE_R's level at 11.6 +- 1.5 where its clean reference gives 5.1)
-            dark = dark_level(frames, clip, fit) if (evidence or offset is None) and abs(corr.lag1) <= CORR_THRESHOLD \
-                else None
+            usable = offset is None and clip.low is None  # (`_dark_offset` refuses floor-clipped data)
+            dark = dark_level(frames, clip, fit) if (evidence or usable) and abs(corr.lag1) <= CORR_THRESHOLD else None
             if offset is None and (offset := _dark_offset(dark, fit, clip)) is not None:
                 notes.append(f"offset {offset:.5g} from the third cumulant of the noise (shot noise is skewed, read "
                              f"noise is not; dark level {dark.offset:.5g} +- {dark.se:.2g}); --noise auto:offset=V "
@@ -1164,9 +1164,8 @@ def _dark_offset(dark: DarkLevel | None, fit: MeanVarianceFit, clip: Clipping) -
         return None
     if fit.slope * dark.se > SKEW_PRECISION * fit.darkest_variance:
         return None
-    least = -fit.intercept / fit.slope if fit.intercept <= 0 else None
-    if least is not None:
-        return dark.offset if dark.offset > least else None
+    if fit.intercept <= 0:
+        return dark.offset if dark.offset > -fit.intercept / fit.slope else None
     return dark.offset if dark.offset > SKEW_OFFSET_Z * dark.se else None
 
 
