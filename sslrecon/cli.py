@@ -73,7 +73,7 @@ def reconstruct(run: RunArg, inputs: Inputs,
                 tile_size: TileOpt = None,
                 dtype: Annotated[str, typer.Option(help=f"Output dtype: {', '.join(OUTPUT_DTYPES)} (auto: integer inputs become float32, float stays).")] = "auto",
                 noise: Annotated[Optional[str], typer.Option("--noise", help="Override the noise model the run recorded (same forms as fit; auto re-estimates it per file).")] = None,
-                test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r, gr2r-poisson).")] = None,
+                test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r, gr2r-poisson); default: the number the run recorded (gr2r-poisson's test_samples=auto: 5-64, more where the noise is mostly read noise).")] = None,
                 device: DeviceOpt = "auto", glob: GlobOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
     """Apply a trained run to images, one file at a time (tiled), keeping format and metadata.
 
