@@ -105,9 +105,22 @@ def pg_frames(scenes, lo, hi, gain, read, offset, rng, bits8=False):
     return out
 
 
+def scene_grain(scenes: list[np.ndarray]) -> float:
+    """The clean scenes' own white noise, as a share of their range: the root mean square of `gaussian_sigma`
+    of each scene mapped onto 0-255 (the smallest fixed point: its flattest patches)."""
+    return float(np.sqrt(np.mean([gaussian_sigma(255 * x / max(float(x.max()), 1e-12)) ** 2 for x in scenes])) / 255)
+
+
+def white_read(read: float, gain: float, lo: float, hi: float, grain: float, bits8: bool) -> float:
+    """The white, signal-independent noise sd of a setting: read noise, scene grain (`scene_grain`, mapped onto
+    gain * photons like the scene) and 8-bit rounding (variance 1/12)."""
+    return float(np.sqrt(read**2 + (gain * (hi - lo) * grain) ** 2 + (1 / 12 if bits8 else 0.0)))
+
+
 def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
     """Each setting drawn `draws` times (different Poisson and read-noise draws of the same scenes): the errors'
     largest magnitude and root mean square over the draws. The model, kind and R2 shown are those of draw 0."""
+    grain = {name: scene_grain(xs) for name, xs in scenes.items()}
     settings = []
     for scene in scenes:
         for lo, hi in ((1, 1000), (1, 100), (10, 1000)):
@@ -142,12 +155,17 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
                 blind_offset.append(float(getattr(blind.model, "offset", 0.0)))
             first = first or rep
         gain_err, read_err = np.array(gain_err), np.array(read_err)
+        white = white_read(read, gain, lo, hi, grain[scene], bits8)
+        white_err = (1 + read_err) * read / white - 1
         rows.append({"scene": scene, "photons": [lo, hi], "gain": gain, "read": read, "offset": offset,
                      "clipped_8bit": bits8, "kind": first.kind, "model": first.model.spec(),
                      "gain_rel_errors": gain_err.tolist(), "read_rel_errors": read_err.tolist(),
                      "gain_max_abs": float(np.abs(gain_err).max()), "gain_rms": float(np.sqrt(np.mean(gain_err**2))),
                      "read_max_abs": float(np.abs(read_err).max()), "read_rms": float(np.sqrt(np.mean(read_err**2))),
                      "read_bias": float(read_err.mean()), "read_error_in_reported_se": read_z,
+                     "scene_grain": grain[scene], "white_read": white, "white_read_rel_errors": white_err.tolist(),
+                     "white_read_max_abs": float(np.abs(white_err).max()),
+                     "white_read_rms": float(np.sqrt(np.mean(white_err**2))),
                      "dark_level_third_cumulant": dark, "offset_not_given_read_rel_errors": blind_read,
                      "offset_not_given_model_offsets": blind_offset, "r2_heldout": first.r2,
                      "clipping_detected": first.clipping.detected,
@@ -205,13 +223,14 @@ def main() -> None:
     pg = pg_table(scenes, args.draws)
     print(f"\n## Poisson-Gaussian (one folder per setting, {args.draws} noise draws each)\n")
     print("| scene | photons | gain | read | offset | 8-bit | chosen | gain error: max (rms) | read error: max (rms) "
-          "| read bias | R2 held-out |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| read bias | read + grain + rounding: sd, error max (rms) | R2 held-out |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in pg:
         print(f"| {r['scene']} | {r['photons'][0]}-{r['photons'][1]} | {r['gain']} | {r['read']} | {r['offset']:g} | "
               f"{'yes' if r['clipped_8bit'] else ''} | {r['kind']} | {100 * r['gain_max_abs']:.1f} % "
               f"({100 * r['gain_rms']:.1f}) | {100 * r['read_max_abs']:.1f} % ({100 * r['read_rms']:.1f}) | "
-              f"{100 * r['read_bias']:+.1f} % | {r['r2_heldout']:.3f} |")
+              f"{100 * r['read_bias']:+.1f} % | {r['white_read']:.3g}: {100 * r['white_read_max_abs']:.1f} % "
+              f"({100 * r['white_read_rms']:.1f}) | {r['r2_heldout']:.3f} |")
     print("\nOffset not given (settings with an offset; per draw): the third cumulant's dark level +- se (* where the "
           "brightness bins disagree), and the offset and read-noise error of the model --noise auto takes\n")
     for r in pg:
