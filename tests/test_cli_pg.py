@@ -131,7 +131,8 @@ def test_loss_options_from_the_command_line(pg_data, tmp_path, capsys):
     data, _ = pg_data
     spec = f"pg:gain={GAIN},sigma={SIGMA},offset={OFFSET}"
     code, out, err = run(["fit", data, "-o", tmp_path / "so", "--loss", "pg-sure", "--noise", spec, "--json",
-                          "--loss-option", "second_order=true", "--loss-option", "tau2=0.3", *TINY], capsys)
+                          "--loss-option", "finite=false", "--loss-option", "second_order=true",
+                          "--loss-option", "tau2=0.3", *TINY], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["loss_options"]["second_order"] is True and doc["loss_options"]["tau2"] == 0.3

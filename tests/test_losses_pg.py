@@ -8,7 +8,7 @@ import torch
 
 from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss, sure_mse
-from sslrecon.losses.base import _fork
+from sslrecon.losses.base import REMOVAL_SPACING, _fork, low_counts, removal_divergence
 from sslrecon.losses.pg import auto_alpha, auto_test_samples, second_order_term, skewed_probe
 from sslrecon.noise import Poisson, PoissonGaussian
 from sslrecon.physics import Denoising
@@ -40,7 +40,7 @@ def _quadratic(photons: float):
 
 
 def _pg_sure(f, y, model, g, second: bool):
-    est = sure_mse(f, y, model, generator=g)
+    est = sure_mse(f, y, model, generator=g, removal=False)  # the Taylor terms, at every count
     if second:
         est = est + second_order_term(f, y, model, 0.2 * model.mean_sigma(y), g, dims=(1, 2, 3))
     return est
@@ -71,8 +71,68 @@ def test_second_order_pg_sure_is_unbiased_at_every_count(photons):
 
 
 def test_first_order_pg_sure_is_visibly_biased_at_one_photon():
-    """What the second-order term is for (and proof that the tests above can fail)."""
+    """What the second-order term and the finite difference are for (and proof that the tests can fail)."""
     assert not _pg_sure_bias(1.0, _quadratic(1.0), second=False)[0]
+
+
+def _removal_bias(photons: float, f, spacing: int = REMOVAL_SPACING) -> tuple[bool, float, float]:
+    """`_within` of PG-SURE with the photon removal by a finite difference minus the true MSE of `f`."""
+    model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
+    x = _scene(photons)
+    g = torch.Generator().manual_seed(6)
+    y = model.sample(x, generator=g)
+    with torch.no_grad():
+        fy = f(y)
+        dims = (1, 2, 3)
+        est = (((fy - y) ** 2).mean(dims) - model.stein_weight(y).mean(dims)
+               + 2 * removal_divergence(f, y, fy, model, 0.01 * model.mean_sigma(y), spacing, g, dims))
+        return _within(est - ((fy - x) ** 2).mean(dims))
+
+
+@pytest.mark.parametrize("photons", [1.0, 10.0, 100.0])
+def test_finite_difference_pg_sure_is_unbiased_at_every_count(photons):
+    for f in (_cnn_in_units(photons), _quadratic(photons)):
+        ok, m, se = _removal_bias(photons, f)
+        assert ok, f"{photons} photons: finite-difference PG-SURE - MSE = {m:.3g} +- {se:.3g}"
+
+
+def test_finite_difference_needs_its_lattice_spread_out():
+    """Pixels of one lattice move each other's outputs where they lie within the denoiser's reach: a denoiser curved
+    towards the pixel two to the right reads biased on a lattice of spacing 2 and unbiased on one of 4 (the power
+    to see the cross terms that `REMOVAL_SPACING` keeps out of reach)."""
+    c = 0.5 / GAIN
+
+    def f(v):
+        return v + c * torch.roll(v - OFFSET, 2, dims=-1) ** 2
+
+    assert not _removal_bias(1.0, f, spacing=2)[0]
+    assert _removal_bias(1.0, f, spacing=4)[0]
+
+
+def test_sure_mse_takes_the_finite_difference_below_low_counts():
+    """`sure_mse` (validation, `validate`) removes photons by a finite difference below `LOW_COUNTS` and keeps the
+    first-order term above: at one photon its default is unbiased where the first-order estimate is not."""
+    model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
+    x, f = _scene(1.0, n=1600), _quadratic(1.0)  # the finite difference's terms are sparse: more draws
+    g = torch.Generator().manual_seed(7)
+    y = model.sample(x, generator=g)
+    assert low_counts(y, model) and not low_counts(_scene(200.0), model)
+    assert not low_counts(y, model.__class__(gain=0.0, sigma=SIGMA, offset=OFFSET))
+    with torch.no_grad():
+        ok, m, se = _within(sure_mse(f, y, model, generator=g) - ((f(y) - x) ** 2).mean((1, 2, 3)))
+    assert ok, f"{m:.3g} +- {se:.3g}"
+
+
+def test_second_order_asks_for_the_taylor_terms():
+    assert build_loss("pg-sure", second_order=True).options()["finite"] is False
+    assert build_loss("pg-sure").options()["finite"] == "auto"
+
+
+@pytest.mark.parametrize("options", [{"second_order": True, "finite": True}, {"spacing": 1}, {"spacing": 2.5},
+                                     {"finite": "yes"}])
+def test_pg_sure_refuses_options_that_cannot_work(options):
+    with pytest.raises(ConfigError):
+        build_loss("pg-sure", **options)
 
 
 def test_skewed_probe_moments():
@@ -81,16 +141,20 @@ def test_skewed_probe_moments():
     assert abs(float(d.pow(3).mean()) - 1) < 0.03
 
 
-def test_pg_sure_training_value_with_second_order_is_unbiased():
+@pytest.mark.parametrize("options, term", [({}, "div"), ({"second_order": True}, "second_order")])
+def test_pg_sure_training_value_is_unbiased_at_one_photon(options, term):
+    """By default with the finite difference (`finite="auto"` takes it at one photon), and with the Taylor terms."""
     model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
-    loss, phys = build_loss("pg-sure", second_order=True), Denoising(model)
+    loss, phys = build_loss("pg-sure", **options), Denoising(model)
     x, f = _scene(1.0, n=10), _quadratic(1.0)
     g = torch.Generator().manual_seed(1)
     diffs = []
     with torch.no_grad():
         for _ in range(150):
             y = model.sample(x, generator=g)
-            diffs.append(float(loss(f, y, phys, generator=g).value) - float(((f(y) - x) ** 2).mean()))
+            out = loss(f, y, phys, generator=g)
+            diffs.append(float(out.value) - float(((f(y) - x) ** 2).mean()))
+    assert term in out.terms and ("second_order" in out.terms) == bool(options)
     ok, m, se = _within(torch.tensor(diffs))
     assert ok, f"{m:.3g} +- {se:.3g}"
 
@@ -227,14 +291,14 @@ def test_pg_sure_works_in_any_units():
     model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
     x = _scene(3.0, n=4)
     y = model.sample(x, generator=torch.Generator().manual_seed(0))
-    loss = build_loss("pg-sure", second_order=True)
     values = []
-    for c in (1.0, 1000.0):
+    for c, options in ((c, o) for o in ({"finite": False, "second_order": True}, {}) for c in (1.0, 1000.0)):
+        loss = build_loss("pg-sure", **options)
         scaled = PoissonGaussian(gain=GAIN * c, sigma=SIGMA * c, offset=OFFSET * c)
         with torch.no_grad():
             values.append(float(loss(_quadratic_scaled(c), y * c, Denoising(scaled),
                                      generator=torch.Generator().manual_seed(1)).value) / c**2)
-    assert math.isclose(values[0], values[1], rel_tol=1e-3), values
+    assert math.isclose(values[0], values[1], rel_tol=1e-3) and math.isclose(values[2], values[3], rel_tol=1e-3), values
 
 
 def _quadratic_scaled(c: float):
