@@ -123,13 +123,14 @@ def test_sure_mse_takes_the_finite_difference_below_low_counts():
     assert ok, f"{m:.3g} +- {se:.3g}"
 
 
-def test_second_order_asks_for_the_taylor_terms():
-    assert build_loss("pg-sure", second_order=True).options()["finite"] is False
-    assert build_loss("pg-sure").options()["finite"] == "auto"
+def test_pg_sure_trains_on_the_taylor_terms_by_default():
+    """The finite difference holds the model to its word; `--noise auto`'s per-file models are not exact enough for
+    it to win by default (see the loss's docstring)."""
+    assert build_loss("pg-sure").options()["finite"] is False
 
 
-@pytest.mark.parametrize("options", [{"second_order": True, "finite": True}, {"spacing": 1}, {"spacing": 2.5},
-                                     {"finite": "yes"}])
+@pytest.mark.parametrize("options", [{"second_order": True, "finite": True}, {"second_order": True, "finite": "auto"},
+                                     {"spacing": 1}, {"spacing": 2.5}, {"finite": "yes"}])
 def test_pg_sure_refuses_options_that_cannot_work(options):
     with pytest.raises(ConfigError):
         build_loss("pg-sure", **options)
@@ -141,9 +142,9 @@ def test_skewed_probe_moments():
     assert abs(float(d.pow(3).mean()) - 1) < 0.03
 
 
-@pytest.mark.parametrize("options, term", [({}, "div"), ({"second_order": True}, "second_order")])
-def test_pg_sure_training_value_is_unbiased_at_one_photon(options, term):
-    """By default with the finite difference (`finite="auto"` takes it at one photon), and with the Taylor terms."""
+@pytest.mark.parametrize("options", [{"finite": "auto"}, {"finite": True}, {"second_order": True}])
+def test_pg_sure_training_value_is_unbiased_at_one_photon(options):
+    """With the finite difference (`finite="auto"` takes it at one photon) and with the second-order Taylor terms."""
     model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
     loss, phys = build_loss("pg-sure", **options), Denoising(model)
     x, f = _scene(1.0, n=10), _quadratic(1.0)
@@ -154,7 +155,7 @@ def test_pg_sure_training_value_is_unbiased_at_one_photon(options, term):
             y = model.sample(x, generator=g)
             out = loss(f, y, phys, generator=g)
             diffs.append(float(out.value) - float(((f(y) - x) ** 2).mean()))
-    assert term in out.terms and ("second_order" in out.terms) == bool(options)
+    assert ("second_order" in out.terms) == ("second_order" in options)
     ok, m, se = _within(torch.tensor(diffs))
     assert ok, f"{m:.3g} +- {se:.3g}"
 
