@@ -108,14 +108,14 @@ def probe_scale(noise: NoiseModel, y: torch.Tensor, tau: float) -> float:
     return tau * noise.mean_sigma(y)
 
 
-#: Below this mean count per pixel (photons, or electrons) the Poisson-Gaussian risk estimates replace the
-#: first-order Taylor term of the photon removal by a finite difference (`removal_divergence`).
+#: Below this mean count per pixel (photons, or electrons) `sure_mse` takes the photon removal as a finite difference
+#: (`removal_divergence`) instead of the first-order Taylor term, and `pg-sure` adds its second-order term.
 LOW_COUNTS = 100.0
 #: Spacing (pixels) of the lattice on which `removal_divergence` removes photons. One network pass moves every
 #: lattice pixel, so each removal also sees the others' moves; they cancel to first order, but a network can learn
 #: to exploit what is left (curvature towards pixels one spacing away). Trained at 1 photon per pixel (Set12, gain 2,
 #: read noise 3), the estimate of a network's error read 38 % low at spacing 3 after 300 steps, 44 % low at 4 after
-#: 1200 steps, and within its standard error at 5 and 6 after 1200 (and at 4-8 after 300).
+#: 1200 steps, and within its standard error at 5 and 6 after 1200 (within two at 4-6 after 300).
 REMOVAL_SPACING = 6
 
 
@@ -165,7 +165,7 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
     model's `stein_weight`, its variance at the pixel's own value (first-order PURE / PG-SURE); for
     correlated noise the probe is multiplied by the covariance (`cov_apply`): `(S b) . J b`. For shot noise
     at low counts (`removal` None: `low_counts`; True forces it) the photon removal is a finite difference
-    instead (`removal_divergence`), as the first-order term is biased there.
+    instead (`removal_divergence`): a network trained on the Taylor terms there has learned their error.
     """
     with torch.no_grad():
         fy = f(y)
