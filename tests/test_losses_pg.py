@@ -46,14 +46,19 @@ def _pg_sure(f, y, model, g, second: bool):
     return est
 
 
-def _pg_sure_bias(photons: float, f, second: bool) -> tuple[bool, float, float]:
-    """`_within` of PG-SURE minus the true MSE of `f` over 400 draws at `photons` counts per pixel."""
+def _bias(photons: float, f, estimate, seed: int, n: int = 400) -> tuple[bool, float, float]:
+    """`_within` of a risk estimate `estimate(f, y, model, generator)` minus the true MSE of `f`, over `n` draws at
+    `photons` counts per pixel."""
     model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
-    x = _scene(photons)
-    g = torch.Generator().manual_seed(4)
+    x = _scene(photons, n)
+    g = torch.Generator().manual_seed(seed)
     y = model.sample(x, generator=g)
     with torch.no_grad():
-        return _within(_pg_sure(f, y, model, g, second=second) - ((f(y) - x) ** 2).mean((1, 2, 3)))
+        return _within(estimate(f, y, model, g) - ((f(y) - x) ** 2).mean((1, 2, 3)))
+
+
+def _pg_sure_bias(photons: float, f, second: bool) -> tuple[bool, float, float]:
+    return _bias(photons, f, lambda f, y, model, g: _pg_sure(f, y, model, g, second=second), seed=4)
 
 
 @pytest.mark.parametrize("photons", [10.0, 100.0])
@@ -76,17 +81,13 @@ def test_first_order_pg_sure_is_visibly_biased_at_one_photon():
 
 
 def _removal_bias(photons: float, f, spacing: int = REMOVAL_SPACING) -> tuple[bool, float, float]:
-    """`_within` of PG-SURE with the photon removal by a finite difference minus the true MSE of `f`."""
-    model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
-    x = _scene(photons)
-    g = torch.Generator().manual_seed(6)
-    y = model.sample(x, generator=g)
-    with torch.no_grad():
-        fy = f(y)
-        dims = (1, 2, 3)
-        est = (((fy - y) ** 2).mean(dims) - model.stein_weight(y).mean(dims)
-               + 2 * removal_divergence(f, y, fy, model, 0.01 * model.mean_sigma(y), spacing, g, dims))
-        return _within(est - ((fy - x) ** 2).mean(dims))
+    """`_bias` of PG-SURE with the photon removal by a finite difference on a lattice of `spacing`."""
+    def estimate(f, y, model, g):
+        fy, dims = f(y), (1, 2, 3)
+        return (((fy - y) ** 2).mean(dims) - model.stein_weight(y).mean(dims)
+                + 2 * removal_divergence(f, y, fy, model, 0.01 * model.mean_sigma(y), spacing, g, dims))
+
+    return _bias(photons, f, estimate, seed=6)
 
 
 @pytest.mark.parametrize("photons", [1.0, 10.0, 100.0])
@@ -113,13 +114,11 @@ def test_sure_mse_takes_the_finite_difference_below_low_counts():
     """`sure_mse` (validation, `validate`) removes photons by a finite difference below `LOW_COUNTS` and keeps the
     first-order term above: at one photon its default is unbiased where the first-order estimate is not."""
     model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
-    x, f = _scene(1.0, n=1600), _quadratic(1.0)  # the finite difference's terms are sparse: more draws
-    g = torch.Generator().manual_seed(7)
-    y = model.sample(x, generator=g)
+    y = _scene(1.0)
     assert low_counts(y, model) and not low_counts(_scene(200.0), model)
     assert not low_counts(y, model.__class__(gain=0.0, sigma=SIGMA, offset=OFFSET))
-    with torch.no_grad():
-        ok, m, se = _within(sure_mse(f, y, model, generator=g) - ((f(y) - x) ** 2).mean((1, 2, 3)))
+    # the finite difference's terms are sparse: more draws
+    ok, m, se = _bias(1.0, _quadratic(1.0), lambda f, y, model, g: sure_mse(f, y, model, generator=g), seed=7, n=1600)
     assert ok, f"{m:.3g} +- {se:.3g}"
 
 

@@ -156,6 +156,16 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
     return 2 * k * k * (terms.mean() if dims is None else terms.mean(dims))
 
 
+def mc_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: NoiseModel, eps: float, generator=None,
+                  dims=None) -> torch.Tensor:
+    """`mean_i var_i d f_i / d y_i` (per image over `dims`, else over the batch) by one Rademacher probe `b`:
+    `(S b) . (f(y + eps b) - f(y)) / eps`, with `S` the model's covariance (`cov_apply`; for white noise the
+    per-pixel variance at the pixel's own value, `stein_weight`)."""
+    b = rademacher(y.shape, y, generator)
+    terms = noise.cov_apply(y, b) * (f(y + eps * b) - fy)
+    return (terms.mean() if dims is None else terms.mean(dims)) / eps
+
+
 def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, tau: float = 0.01,
              divergence: bool = True, removal: bool | None = None) -> torch.Tensor:
     """Stein's unbiased risk estimate of `mean((f(y) - x)^2)` per image, shape (B,).
@@ -173,10 +183,7 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
         mse = ((fy - y) ** 2).mean(dims) - noise.stein_weight(y).mean(dims)
         if divergence:
             eps = probe_scale(noise, y, tau)
-            if removal or (removal is None and low_counts(y, noise)):
-                div = removal_divergence(f, y, fy, noise, eps, generator=generator, dims=dims)
-            else:
-                b = rademacher(y.shape, y, generator)
-                div = (noise.cov_apply(y, b) * (f(y + eps * b) - fy)).mean(dims) / eps
-            mse = mse + 2 * div
+            divergence_of = removal_divergence if removal or (removal is None and low_counts(y, noise)) \
+                else mc_divergence
+            mse = mse + 2 * divergence_of(f, y, fy, noise, eps, generator=generator, dims=dims)
     return mse

@@ -97,25 +97,29 @@ class PgSure(SureGaussian):
         if not (is_count(spacing) and spacing >= 2):
             raise ValueError(f"spacing is a whole number of pixels, at least 2, not {spacing!r}")
         if second_order is True and finite is not False:
-            raise ValueError(f"second_order=true expands the photon removal that finite={finite} replaces: choose one")
+            raise ValueError(f"second_order=true (Taylor terms) and finite={str(finite).lower()} (a finite difference) are "
+                             "two ways to remove a photon: give one of them")
         self.finite, self.spacing, self.second_order, self.tau2 = finite, spacing, second_order, tau2
 
     def options(self):
         return {"tau": self.tau, "finite": self.finite, "spacing": self.spacing, "second_order": self.second_order,
                 "tau2": self.tau2}
 
+    def _finite(self, y, pg) -> bool:
+        return self.finite is True or (self.finite == "auto" and low_counts(y, pg, FINITE_COUNTS))
+
+    def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
+        pg = noise.as_pg()
+        if not self._finite(y, pg):
+            return super().divergence(model, y, fy, noise, generator)
+        return removal_divergence(model, y, fy, pg, probe_scale(noise, y, self.tau), self.spacing, generator)
+
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
+        out = super().forward(model, y, physics, generator)
         noise = self.noise_of(physics)
         pg = noise.as_pg()
-        if self.finite is True or (self.finite == "auto" and low_counts(y, pg, FINITE_COUNTS)):
-            with torch.autocast(device_type=y.device.type, enabled=False):
-                fy = model(y)
-                fit = ((fy - y) ** 2).mean()
-                div = removal_divergence(model, y, fy, pg, probe_scale(noise, y, self.tau), self.spacing, generator)
-                value = fit - noise.stein_weight(y).mean() + 2 * div
-            return LossOutput(value, {"fit": fit.item(), "div": div.item()})
-        out = super().forward(model, y, physics, generator)
-        if not wants_second_order(self.second_order, y, pg):
+        # (the finite difference replaces the expansion that the second-order term extends)
+        if self._finite(y, pg) or not wants_second_order(self.second_order, y, pg):
             return out
         with torch.autocast(device_type=y.device.type, enabled=False):
             second = second_order_term(model, y, pg, probe_scale(noise, y, self.tau2), generator)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..physics import DENOISING
-from .base import Loss, LossOutput, probe_scale, rademacher
+from .base import Loss, LossOutput, mc_divergence, probe_scale
 
 
 class SureGaussian(Loss):
@@ -37,10 +37,12 @@ class SureGaussian(Loss):
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         with torch.autocast(device_type=y.device.type, enabled=False):
             noise = self.noise_of(physics)
-            eps = probe_scale(noise, y, self.tau)
-            b = rademacher(y.shape, y, generator)
             fy = model(y)
             fit = ((fy - y) ** 2).mean()
-            div = (noise.cov_apply(y, b) * (model(y + eps * b) - fy)).mean() / eps
+            div = self.divergence(model, y, fy, noise, generator)
             value = fit - noise.stein_weight(y).mean() + 2 * div
         return LossOutput(value, {"fit": fit.item(), "div": div.item()})
+
+    def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
+        """The weighted divergence term of the batch (`mc_divergence`, probe step `tau * noise level`)."""
+        return mc_divergence(model, y, fy, noise, probe_scale(noise, y, self.tau), generator)
