@@ -102,7 +102,20 @@ def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, 
     return doc, outs
 
 
-def set12_table(photon_levels: list[float], steps: int, tmp: Path) -> list[dict]:
+KNOWN = f"pg:gain={GAIN},sigma={READ},offset={OFFSET}"
+SET12_METHODS = (  # (name, loss, --noise, loss options)
+    ("pg-sure (model known)", "pg-sure", KNOWN, {}),
+    ("pg-sure finite difference (model known)", "pg-sure", KNOWN, {"finite": "auto"}),
+    ("pg-sure first-order only (model known)", "pg-sure", KNOWN, {"second_order": False}),
+    ("pg-sure --noise auto", "pg-sure", "auto", {}),
+    ("pg-sure finite difference --noise auto", "pg-sure", "auto", {"finite": "auto"}),
+    ("pg-unsure", "pg-unsure", "auto", {}),
+    ("gr2r-poisson (model known)", "gr2r-poisson", KNOWN, {}),
+)
+
+
+def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[str] | None = None) -> list[dict]:
+    """Every method at every photon level; with `only`, just the named self-supervised methods."""
     rows = []
     clean_all = set12_clean()
     for photons in photon_levels:
@@ -121,16 +134,11 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path) -> list[dict]
 
         row = {"photons": photons, "noisy": score(noisy)}
         t0 = time.perf_counter()
-        row["oracle (supervised)"] = score(oracle(noisy, clean, steps))
-        known = f"pg:gain={GAIN},sigma={READ},offset={OFFSET}"
-        for name, loss, noise, opts in (
-                ("pg-sure (model known)", "pg-sure", known, {}),
-                ("pg-sure finite difference (model known)", "pg-sure", known, {"finite": "auto"}),
-                ("pg-sure first-order only (model known)", "pg-sure", known, {"second_order": False}),
-                ("pg-sure --noise auto", "pg-sure", "auto", {}),
-                ("pg-sure finite difference --noise auto", "pg-sure", "auto", {"finite": "auto"}),
-                ("pg-unsure", "pg-unsure", "auto", {}),
-                ("gr2r-poisson (model known)", "gr2r-poisson", known, {})):
+        if only is None:
+            row["oracle (supervised)"] = score(oracle(noisy, clean, steps))
+        for name, loss, noise, opts in SET12_METHODS:
+            if only is not None and name not in only:
+                continue
             doc, outs = self_supervised(folder, tmp / f"{name.replace(' ', '_')}_{photons:g}", loss, noise, steps, opts)
             row[name] = score_files(outs)
             if loss == "pg-unsure":
@@ -141,13 +149,14 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path) -> list[dict]
                 row[f"{name} start model"] = doc.get("noise_initial", doc["noise"])
         rms = math.sqrt(GAIN * photons * GAIN + READ**2)  # the noise's root-mean-square level at the mean signal
         best = -math.inf
-        for factor in (0.6, 1.0):
+        for factor in (0.6, 1.0) if only is None else ():
             _, outs = self_supervised(folder, tmp / f"sure_{factor}_{photons:g}", "sure",
                                       f"gaussian:sigma={factor * rms:.6g}", steps)
             value = score_files(outs)
             if value > best:
                 best, row["gaussian sure sigma"] = value, factor * rms
-        row["gaussian sure (best single sigma)"] = best
+        if only is None:
+            row["gaussian sure (best single sigma)"] = best
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -221,6 +230,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (natural/Set12, fluorescence/fmd)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
     ap.add_argument("--correlated", action="store_true", help="only the correlated-noise comparison (see above)")
+    ap.add_argument("--only", nargs="+", choices=[m[0] for m in SET12_METHODS], metavar="METHOD",
+                    help="rerun just these Set12 methods (no FMD) and update their figures in the existing --json")
     args = ap.parse_args()
     DATA, DEVICE = args.data, args.device
     if args.correlated:
@@ -233,6 +244,9 @@ def main() -> None:
             print(f"| {k} | " + " | ".join("refused" if r[k] is None else f"{r[k]:.2f}" for r in rows) + " |")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "rows": rows}, indent=2) + "\n")
+        return
+    if args.only:
+        update_rows(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         rows = set12_table(args.photons, args.steps, Path(tmp))
@@ -253,6 +267,24 @@ def main() -> None:
     args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "network": NET, "noise": {"gain": GAIN, "read": READ,
                                      "offset": OFFSET}, "set12": rows, "fmd_steps": args.fmd_steps, "fmd": fmd},
                                     indent=2) + "\n")
+
+
+def update_rows(args) -> None:
+    """`--only`: rerun the named methods at each photon level and replace their entries (figure, start model,
+    learned model) in the rows of the existing JSON, leaving every other figure as it was measured."""
+    doc = json.loads(args.json.read_text())
+    if doc["device"] != DEVICE or doc["steps"] != args.steps:
+        raise SystemExit(f"{args.json} was measured with device {doc['device']}, {doc['steps']} steps: rerun it whole")
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = set12_table(args.photons, args.steps, Path(tmp), only=args.only)
+    for new in fresh:
+        row = next((r for r in doc["set12"] if r["photons"] == new["photons"]), None)
+        if row is None:
+            raise SystemExit(f"{args.json} has no row at {new['photons']:g} photons: rerun it whole")
+        row.update({k: v for k, v in new.items() if k not in ("photons", "noisy", "seconds")})
+        row.setdefault("updated", []).extend(args.only)
+        print(f"{new['photons']:g} photons: " + ", ".join(f"{m} {new[m]:.2f}" for m in args.only))
+    args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

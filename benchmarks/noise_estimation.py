@@ -15,6 +15,8 @@ Synthetic noise is drawn once per setting with a fixed seed:
   noise 1.6 % off in the one draw earlier versions made, and 30 % off at worst over five). For the settings
   with an offset, also what `--noise auto` does when the offset is not given: the dark level the third cumulant
   finds (`dark_level`) and the offset and read noise of the model it takes.
+- A folder of twelve Set12 crops at 1, 5 and 30 photons (one detector, and half the files at another gain): each
+  file's own gain, and the gain `--noise auto` gives it (the pooled model where `one_session` holds).
 
     python benchmarks/noise_estimation.py [--draws 5] [--json benchmarks/results/noise_estimation.json]
 """
@@ -204,6 +206,31 @@ def percent_table(title: str, rows: list[dict], columns: dict[str, str]) -> None
         print(f"| {r['set']} | {r['sigma_255']} | " + " | ".join(f"{100 * r[k]:.1f} %" for k in columns.values()) + " |")
 
 
+def folder_table() -> list[dict]:
+    """The twelve 256 x 256 Set12 crops as one folder at 1, 5 and 30 photons per pixel at the mean (gain 2, read noise
+    3, offset 100; as benchmarks/denoise_pg.py), and the same with half the files at gain 4: each file's own gain,
+    and the gain of the model `--noise auto` gives each file (the pooled one where `one_session` holds)."""
+    from sslrecon.noise.estimate import one_session
+
+    crops = [x[(x.shape[0] - 256) // 2:(x.shape[0] + 256) // 2, (x.shape[1] - 256) // 2:(x.shape[1] + 256) // 2]
+             for x in grey("Set12", 12)]
+    mean = float(np.mean([x.mean() for x in crops]))
+    rows = []
+    for photons in (1, 5, 30):
+        for gains in ([2.0] * 12, [2.0] * 6 + [4.0] * 6):
+            rng = np.random.default_rng(0)
+            frames = [100 + g * rng.poisson(photons * x / mean) + rng.normal(0, 3, x.shape) for x, g in zip(crops, gains)]
+            files = [analyze([f], evidence=False) for f in frames]
+            pooled = analyze(frames, evidence=False)
+            pooling = one_session(files, pooled)
+            own = np.array([getattr(f.model, "gain", 0.0) for f in files]) / gains - 1
+            used = np.array([getattr((pooled if pooling else f).model, "gain", 0.0) for f in files]) / gains - 1
+            rows.append({"photons": photons, "gains": sorted(set(gains)), "one_session": pooling,
+                         "pooled": pooled.model.spec(), "own_gain_rel_errors": own.tolist(),
+                         "auto_gain_rel_errors": used.tolist()})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/noise_estimation.json"))
@@ -241,6 +268,15 @@ def main() -> None:
                               zip(r["dark_level_third_cumulant"], r["offset_not_given_model_offsets"],
                                   r["offset_not_given_read_rel_errors"]))
             print(f"- {r['scene']}, {r['photons'][0]}-{r['photons'][1]} photons, offset {r['offset']:g}: {cells}")
+    folder = folder_table()
+    print("\n## A folder of files (Set12 crops, gain 2, read noise 3, offset 100): gain error per file, alone and as "
+          "--noise auto takes it (the pooled model where the files are one detector's)\n")
+    print("| photons | gains | one detector | own: median (range) | --noise auto: median (range) |\n|---|---|---|---|---|")
+    for r in folder:
+        own, used = np.array(r["own_gain_rel_errors"]), np.array(r["auto_gain_rel_errors"])
+        print(f"| {r['photons']} | {', '.join(f'{g:g}' for g in r['gains'])} | {'yes' if r['one_session'] else 'no'} | "
+              f"{100 * np.median(own):+.1f} % ({100 * own.min():+.0f} to {100 * own.max():+.0f}) | "
+              f"{100 * np.median(used):+.1f} % ({100 * used.min():+.0f} to {100 * used.max():+.0f}) |")
     real = real_table()
     print("\n## Real data\n")
     print("| data | model | R2 held-out | clipping | lag-1 correlation (h, v) |\n|---|---|---|---|---|")
@@ -249,7 +285,7 @@ def main() -> None:
         ends = ", ".join(f"{k} {clip[k]:g}" for k in ("low", "high") if clip[k] is not None) or "none"
         print(f"| {r['data']} | {r['model']} | {r['r2_heldout']:.3f} | {ends} | {r['lag1'][0]:.2f}, {r['lag1'][1]:.2f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"gaussian": gauss, "correlated": corr, "poisson_gaussian": pg, "real": real,
+    args.json.write_text(json.dumps({"gaussian": gauss, "correlated": corr, "poisson_gaussian": pg, "folder": folder, "real": real,
                                      "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
 
 

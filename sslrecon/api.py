@@ -28,8 +28,8 @@ from .io import ImageFile, check_output, find_inputs, open_image, write_like
 from .io.base import atomic_output
 from .losses import LOSSES, build_loss
 from .models import UNet, UNetConfig
-from .noise import AutoNoise, analyze_noise, estimate_noise, parse_noise
-from .noise.estimate import central_crop, per_frame
+from .noise import AutoNoise, NoiseReport, analyze_noise, parse_noise
+from .noise.estimate import central_crop, one_session, per_frame
 from .noise.models import NoiseModel, PerFrame, file_model, frame_model, from_dict
 from .noise.models import stack as stack_noise
 from .physics import Denoising
@@ -100,9 +100,17 @@ def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel | Pe
     the file's own estimate, since gain and read noise differ between sessions and detectors (and a
     stack's Gaussian level may differ between its frames: then one model per frame)."""
     if isinstance(given, AutoNoise):
-        return per_frame(estimate_noise(_sample_frames([img]), offset=given.offset), img.frame, img.n_frames)
+        return _own_noise(_file_report(img, given.offset), img)
     _check_frame_count(given, img.n_frames, img.path)
     return given
+
+
+def _file_report(img: ImageFile, offset: float | None) -> NoiseReport:
+    return analyze_noise(_sample_frames([img]), offset=offset, evidence=False)
+
+
+def _own_noise(report: NoiseReport, img: ImageFile) -> NoiseModel | PerFrame:
+    return per_frame(report.model, img.frame, img.n_frames)
 
 
 def _check_frame_count(given, n_frames: int, path: Path) -> None:
@@ -113,12 +121,20 @@ def _check_frame_count(given, n_frames: int, path: Path) -> None:
 
 
 def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[NoiseModel | PerFrame]]:
-    """The noise model of the whole set (reported) and of each file (used), in data units."""
+    """The noise model of the whole set (reported) and of each file (used), in data units. For `auto` each
+    file's own estimate, or the pooled one for every file where their signal-dependent noise is one detector's
+    (`one_session`): pooled frames hold more data and average out one image's texture."""
     given = parse_noise(spec)
-    per_file = [file_noise(given, img) for img in images]
-    if isinstance(given, AutoNoise) and len(images) > 1:  # one file: its own estimate is the pooled one
-        return estimate_noise(_sample_frames(images), offset=given.offset), per_file
-    return file_model(per_file[0] if isinstance(given, AutoNoise) else given), per_file
+    if not isinstance(given, AutoNoise):
+        return file_model(given), [file_noise(given, img) for img in images]
+    reports = [_file_report(img, given.offset) for img in images]
+    per_file = [_own_noise(r, img) for r, img in zip(reports, images)]
+    if len(images) == 1:  # its own estimate is the pooled one
+        return file_model(per_file[0]), per_file
+    pooled = analyze_noise(_sample_frames(images), offset=given.offset, evidence=False)
+    if one_session(reports, pooled):
+        return pooled.model, [pooled.model] * len(images)
+    return pooled.model, per_file
 
 
 def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None):
@@ -162,7 +178,8 @@ def auto_loss(noise: NoiseModel, mean: float | None = None) -> str:
 def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | None = None, plot: str | Path | None = None,
           overwrite: bool = False, stdin: Iterable[str] | None = None) -> dict:
     """Estimate the noise of `inputs` with its evidence: the pooled model (all files together, from
-    up to 16 frames spread over them) and each file's own (the model `--noise auto` uses for it).
+    up to 16 frames spread over them) and each file's own. `one_session`: whether `--noise auto` takes the
+    pooled model for every file (their signal-dependent noise agrees) rather than each file's own.
     `plot`: a PNG of the mean-variance fit and the noise autocorrelation."""
     paths = find_inputs(list(inputs), glob, stdin)
     if plot is not None:
@@ -184,7 +201,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
     pooled = analyze_noise(samples, offset=offset) if samples else reports[0]
     mean = float(np.mean(means))
     doc = {"inputs": [str(p) for p in paths], **pooled.to_dict(), "loss_auto": auto_loss(pooled.model, mean),
-           "files": files}
+           "one_session": one_session(reports, pooled), "files": files}
     if plot is not None:
         from .noise.plot import plot_report
 

@@ -154,6 +154,8 @@ def noise(inputs: Inputs,
     lines.append(f"loss_auto\t{doc['loss_auto']}")
     lines += [f"note\t{n}" for n in doc["notes"]]
     if len(doc["files"]) > 1:
+        lines.append("noise_auto\t" + ("the pooled model for every file (one detector)" if doc["one_session"]
+                                        else "each file's own model"))
         lines += [f"{f['path']}\t{f['spec']}" + (f"\tr2 {f['r2_heldout']:.3f}" if f["r2_heldout"] is not None else "")
                   for f in doc["files"]]
     lines += [f"sigma_per_frame\t{f['path']}\t{min(f['sigma_per_frame']):.6g} to {max(f['sigma_per_frame']):.6g} over "

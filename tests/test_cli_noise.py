@@ -136,9 +136,33 @@ def test_one_file_is_analysed_once(tiny_data, monkeypatch):
     assert len(calls) == 1 and doc["spec"] == doc["files"][0]["spec"]
     calls.clear()
     assert len(api.noise([str(data)])["files"]) == 3 and len(calls) == 3 + 1  # each file, then the pool
-    estimates = []
-    real_est = api.estimate_noise
-    monkeypatch.setattr(api, "estimate_noise", lambda *a, **k: estimates.append(1) or real_est(*a, **k))
+    calls.clear()
     with api.open_image(one) as img:
         pooled, per_file = api.noise_models("auto", [img])
-    assert len(estimates) == 1 and pooled == per_file[0]
+    assert len(calls) == 1 and pooled == per_file[0]
+
+
+def test_auto_noise_pools_files_of_one_detector(tmp_path):
+    """`--noise auto` gives every file the pooled model where their signal-dependent noise agrees, and each
+    file its own where it does not (half the files at another gain); the noise verb says which."""
+    import tifffile
+
+    from sslrecon import api
+
+    from .test_noise_estimate import _session
+
+    for name, gains in (("one", [2.0] * 4), ("two", [2.0, 2.0, 6.0, 6.0])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, f in enumerate(_session(np.random.default_rng(1), gains, [100.0] * 4, [3.0] * 4)):
+            tifffile.imwrite(folder / f"f{i}.tif", f.astype(np.float32))
+        paths = sorted(folder.iterdir())
+        images = [api.open_image(p) for p in paths]
+        try:
+            pooled, per_file = api.noise_models("auto", images)
+        finally:
+            for img in images:
+                img.close()
+        same = all(m == pooled for m in per_file)
+        assert same is (name == "one"), (pooled, per_file)
+        assert api.noise([str(folder)])["one_session"] is (name == "one")
