@@ -203,11 +203,13 @@ def test_correlated_noise_on_a_small_natural_image(name):
 @needs_shared
 @pytest.mark.parametrize("sigma", [5, 15, 25, 50])
 def test_gaussian_sigma_on_textured_natural_images(sigma):
+    """Peppers (03) and boat (10) read 9 and 12 % high at 5/255 when flat patches were chosen on their
+    difference energy alone; the structure tensor's statistics (`_texture`) bring them under 8 %."""
     from PIL import Image
 
     rng = np.random.default_rng(sigma)
     errs = []
-    for name in ("02.png", "05.png", "08.png"):
+    for name in ("02.png", "05.png", "08.png", "03.png", "10.png"):
         x = np.asarray(Image.open(SHARED / "natural" / "Set12" / name).convert("L"), dtype=np.float64)
         errs.append(gaussian_sigma(x + rng.normal(0, sigma, x.shape)) / sigma - 1)
     assert np.max(np.abs(errs)) < 0.08, errs
