@@ -128,13 +128,12 @@ def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[N
     if not isinstance(given, AutoNoise):
         return file_model(given), [file_noise(given, img) for img in images]
     reports = [_file_report(img, given.offset) for img in images]
-    per_file = [_own_noise(r, img) for r, img in zip(reports, images)]
-    if len(images) == 1:  # its own estimate is the pooled one
-        return file_model(per_file[0]), per_file
-    pooled = analyze_noise(_sample_frames(images), offset=given.offset, evidence=False)
-    if one_session(reports, pooled):
+    # one file: its own estimate is the pooled one
+    pooled = analyze_noise(_sample_frames(images), offset=given.offset, evidence=False) if len(images) > 1 else None
+    if pooled is not None and one_session(reports, pooled):
         return pooled.model, [pooled.model] * len(images)
-    return pooled.model, per_file
+    per_file = [_own_noise(r, img) for r, img in zip(reports, images)]
+    return (file_model(per_file[0]) if pooled is None else pooled.model), per_file
 
 
 def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None):

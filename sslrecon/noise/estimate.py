@@ -223,11 +223,13 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10, statistics: int | No
     if min(img.shape) < 4 * max(PATCHES):  # too small for patch statistics: wavelet MAD (Donoho)
         hh = haar(img)[3]
         return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
-    # all three texture statistics on larger images; on small ones their stricter selection leaves too few patches
-    # (64 x 64 smooth scene: -5.4 % against -1.9 % with the difference energy alone)
-    if statistics is None:
-        statistics = 3 if img.size >= STRICT_TEXTURE_PIXELS else 1
-    return min(_pca_sigma(img, d, iterations, statistics) for d in PATCHES)
+    return min(_pca_sigma(img, d, iterations, statistics or _statistics(img)) for d in PATCHES)
+
+
+def _statistics(img: np.ndarray) -> int:
+    """How many `_texture` statistics select flat patches: all three on larger images; on small ones their stricter
+    selection leaves too few patches (64 x 64 smooth scene: -5.4 % against -1.9 % with the difference energy alone)."""
+    return 3 if img.size >= STRICT_TEXTURE_PIXELS else 1
 
 
 CORRELATED_FRAMES = 4  # frames (evenly spread) whose `gaussian_sigma` gives a correlated model's level
@@ -252,7 +254,7 @@ def correlated_sigma(frames: list[np.ndarray], kernel: tuple[tuple[float, ...], 
         img = _crop(frames[i], 768)
         if min(img.shape) < 4 * max(PATCHES):
             continue
-        k = 3 if img.size >= STRICT_TEXTURE_PIXELS else 1
+        k = _statistics(img)
         readings.append(gaussian_sigma(img, statistics=k) / _correlated_reading(kernel, k))
     return float(np.median(readings)) if readings else float("inf")
 
@@ -1181,9 +1183,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         if corr.significant:
             used = fit.bin_used
             level = float(np.sqrt(max(np.average(fit.bin_var[used], weights=fit.bin_count[used]), 1e-300)))
-            # texture only inflates both levels: the smaller (marginal sigma, Set12 and BSD68 at 5-50 grey levels,
-            # lag-1 0.38: mean error 10 / 6 / 4 / 3 % and 16 / 10 / 7 / 3 %, where the sub-band level alone gave
-            # 27 / 12 / 6 / 4 % and 48 / 22 / 15 / 6 %)
+            # texture only inflates both levels: the smaller (marginal sigma, Set12 and the first 12 BSD68 images at
+            # 5 / 15 / 25 / 50 grey levels, lag-1 0.38: mean error 17 / 8 / 4 / 4 % and 28 / 17 / 11 / 5 %, where the
+            # sub-band level alone gave 27 / 12 / 6 / 4 % and 48 / 22 / 15 / 6 %)
             level = min(level, correlated_sigma(frames, corr.kernel()))
             model = Correlated(sigma=level, kernel=corr.kernel())
             return NoiseReport(model, "correlated", clip, fit, corr, notes)
