@@ -122,14 +122,15 @@ def haar(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 # --- Gaussian sigma -------------------------------------------------------------------------------
 
-def _texture(img: np.ndarray, d: int) -> np.ndarray:
-    """Three statistics of every d x d patch (3 x patches, by top-left corner) that texture raises above what
-    noise gives: the energy of its horizontal and vertical differences; the largest eigenvalue of their
-    structure tensor (texture with a direction: edges, lines, stripes); and that eigenvalue on the 2 x 2
-    box-averaged image, where noise's differences lose half their variance and smooth texture's keep theirs."""
+def _texture(img: np.ndarray, d: int, statistics: int = 3) -> np.ndarray:
+    """The first `statistics` of three statistics of every d x d patch (statistics x patches, by top-left corner)
+    that texture raises above what noise gives: the energy of its horizontal and vertical differences; the
+    largest eigenvalue of their structure tensor (texture with a direction: edges, lines, stripes); and that
+    eigenvalue on the 2 x 2 box-averaged image, where noise's differences lose half their variance and smooth
+    texture's keep theirs."""
     energy = _box_sum(np.diff(img, axis=1) ** 2, d, d - 1) + _box_sum(np.diff(img, axis=0) ** 2, d - 1, d)
     out = [energy.ravel()]
-    for k in (1, 2):
+    for k in (1, 2)[:statistics - 1]:
         im = img if k == 1 else _box_sum(img, 2, 2) / 4
         gx, gy = np.diff(im, axis=1)[:-1], np.diff(im, axis=0)[:, :-1]
         sxx, syy, sxy = (_box_sum(g, d - k, d - k) for g in (gx * gx, gy * gy, gx * gy))
@@ -173,7 +174,7 @@ def _white_noise_calibration(d: int, q: float, statistics: int) -> tuple[np.ndar
     """(thresholds of the first `statistics` of `_texture`, variance shrink factor) for unit white noise:
     simulated once."""
     n = np.random.default_rng(1234).standard_normal((768, 768))
-    stats = _texture(n, d)[:statistics]
+    stats = _texture(n, d, statistics)
     thr = np.quantile(stats, q, axis=1)[:, None]
     shrink = _patch_variance(sliding_window_view(n, (d, d)).reshape(-1, d * d), np.flatnonzero((stats < thr).all(0)),
                              np.random.default_rng(0))
@@ -182,7 +183,7 @@ def _white_noise_calibration(d: int, q: float, statistics: int) -> tuple[np.ndar
 
 def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int) -> float:
     patches = sliding_window_view(img, (d, d)).reshape(-1, d * d)
-    stats = _texture(img, d)[:statistics]
+    stats = _texture(img, d, statistics)
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE, statistics)
     rng = np.random.default_rng(0)
     var = _patch_variance(patches, np.arange(len(patches)), rng)
