@@ -73,6 +73,7 @@ from .models import (
 
 MAX_SIDE = 1024        # central crop used per frame
 PATCHES = (5, 7)       # patch sides for the PCA sigma estimate
+MIN_PCA_SIDE = 4 * max(PATCHES)  # smaller images get the wavelet MAD instead
 KEEP_QUANTILE = 0.9    # weak-texture thresholds: this quantile of each `_texture` statistic of pure noise
 STRICT_TEXTURE_PIXELS = 128 * 128  # images this large select flat patches on all three `_texture` statistics
 MAX_PATCHES = 200_000  # patches in one covariance
@@ -221,7 +222,7 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10, statistics: int | No
     (Chen et al. 2015) and corrects them for that selection and for the patches' number, as simulated on
     white noise; the level is iterated to its fixed point (Liu et al. 2013)."""
     img = _crop(frame, 768)
-    if min(img.shape) < 4 * max(PATCHES):  # too small for patch statistics: wavelet MAD (Donoho)
+    if min(img.shape) < MIN_PCA_SIDE:  # too small for patch statistics: wavelet MAD (Donoho)
         hh = haar(img)[3]
         return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
     return min(_pca_sigma(img, d, iterations, statistics or _statistics(img)) for d in PATCHES)
@@ -233,14 +234,16 @@ def _statistics(img: np.ndarray) -> int:
     return 3 if img.size >= STRICT_TEXTURE_PIXELS else 1
 
 
-CORRELATED_FRAMES = 4  # frames (evenly spread) whose `gaussian_sigma` gives a correlated model's level
+CORRELATED_FRAMES = 4  # frames (evenly spread) whose `gaussian_sigma` gives a correlated model's level,
+CORRELATED_SIDE = 512  # each from its central crop this large (as the unit-noise simulation)
 
 
 @cache
 def _correlated_reading(kernel: tuple[tuple[float, ...], ...], statistics: int) -> float:
-    """`gaussian_sigma` of unit-variance noise with this correlation kernel (simulated once, 512 x 512)."""
+    """`gaussian_sigma` of unit-variance noise with this correlation kernel (simulated once per kernel)."""
     unit = Correlated(sigma=1.0, kernel=kernel)
-    n = unit.sample(torch.zeros(1, 1, 512, 512, dtype=torch.float64), generator=torch.Generator().manual_seed(7))
+    side = CORRELATED_SIDE
+    n = unit.sample(torch.zeros(1, 1, side, side, dtype=torch.float64), generator=torch.Generator().manual_seed(7))
     return gaussian_sigma(n[0, 0].numpy(), statistics=statistics)
 
 
@@ -252,8 +255,8 @@ def correlated_sigma(frames: list[np.ndarray], kernel: tuple[tuple[float, ...], 
     pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), CORRELATED_FRAMES)).round().astype(int))
     readings = []
     for i in pick:
-        img = _crop(frames[i], 768)
-        if min(img.shape) < 4 * max(PATCHES):
+        img = _crop(frames[i], CORRELATED_SIDE)
+        if min(img.shape) < MIN_PCA_SIDE:
             continue
         k = _statistics(img)
         readings.append(gaussian_sigma(img, statistics=k) / _correlated_reading(kernel, k))
