@@ -20,6 +20,8 @@ lag-1 correlation 0.50 and 0.26), drawn from `corr:...,gain=...` with seed 0: `s
 
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
+    python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
+        (rerun only the named Set12 methods and update their figures in that JSON)
 """
 from __future__ import annotations
 
@@ -147,15 +149,15 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
                 row["gr2r-poisson alpha"] = doc["loss_options"]["alpha"]  # as alpha=auto settled it
             if noise == "auto":
                 row[f"{name} start model"] = doc.get("noise_initial", doc["noise"])
-        rms = math.sqrt(GAIN * photons * GAIN + READ**2)  # the noise's root-mean-square level at the mean signal
-        best = -math.inf
-        for factor in (0.6, 1.0) if only is None else ():
-            _, outs = self_supervised(folder, tmp / f"sure_{factor}_{photons:g}", "sure",
-                                      f"gaussian:sigma={factor * rms:.6g}", steps)
-            value = score_files(outs)
-            if value > best:
-                best, row["gaussian sure sigma"] = value, factor * rms
         if only is None:
+            rms = math.sqrt(GAIN * photons * GAIN + READ**2)  # the noise's root-mean-square level at the mean signal
+            best = -math.inf
+            for factor in (0.6, 1.0):
+                _, outs = self_supervised(folder, tmp / f"sure_{factor}_{photons:g}", "sure",
+                                          f"gaussian:sigma={factor * rms:.6g}", steps)
+                value = score_files(outs)
+                if value > best:
+                    best, row["gaussian sure sigma"] = value, factor * rms
             row["gaussian sure (best single sigma)"] = best
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
@@ -282,7 +284,7 @@ def update_rows(args) -> None:
         if row is None:
             raise SystemExit(f"{args.json} has no row at {new['photons']:g} photons: rerun it whole")
         row.update({k: v for k, v in new.items() if k not in ("photons", "noisy", "seconds")})
-        row.setdefault("updated", []).extend(args.only)
+        row["updated"] = sorted(set(row.get("updated", [])) | set(args.only))
         print(f"{new['photons']:g} photons: " + ", ".join(f"{m} {new[m]:.2f}" for m in args.only))
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -210,10 +210,11 @@ def folder_table() -> list[dict]:
     """The twelve 256 x 256 Set12 crops as one folder at 1, 5 and 30 photons per pixel at the mean (gain 2, read noise
     3, offset 100; as benchmarks/denoise_pg.py), and the same with half the files at gain 4: each file's own gain,
     and the gain of the model `--noise auto` gives each file (the pooled one where `one_session` holds)."""
+    from denoise_pg import set12_clean
+
     from sslrecon.noise.estimate import one_session
 
-    crops = [x[(x.shape[0] - 256) // 2:(x.shape[0] + 256) // 2, (x.shape[1] - 256) // 2:(x.shape[1] + 256) // 2]
-             for x in grey("Set12", 12)]
+    crops = set12_clean()
     mean = float(np.mean([x.mean() for x in crops]))
     rows = []
     for photons in (1, 5, 30):

@@ -21,10 +21,11 @@ gain 2, read noise 3) its estimate reads 0.0284 +- 0.0035 against a true error o
 lattice 4 apart scores 0.3 dB more at 300 steps but is exploited by 1200, `REMOVAL_SPACING`). With the true model
 it trains better where the Taylor terms fail: in `benchmarks/denoise_pg.py` (300 steps) 13.81 dB at 1 photon
 against 13.24 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and 13.68; oracle 16.68), 21.84
-against 21.79 at 5, 27.17 against 27.34 at 30. But it holds the model to its word, and `--noise auto`'s per-file
-models are not exact: on the Set12 crops at 1 photon (gain 1.43-1.87 where the truth is 2) it scores 13.52 against
-13.86, and on the real FMD frames (clipped, slightly correlated noise) 35.60 against 35.81 (mean of 3 seeds). So the
-training default stays with the Taylor terms (`finite=false`); `sure_mse` (validation and `validate`) takes the
+against 21.79 at 5, 27.17 against 27.34 at 30. With `--noise auto` on the Set12 crops (one detector, so the pooled
+model) it scores 13.77 / 21.82 against 13.38 / 21.53 at 1 / 5 photons. But it holds the model to its word: on the
+real FMD frames (per-frame models of clipped, slightly correlated noise) it scores 35.60 against 35.81 (mean of 3
+seeds), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86. So the training default stays with
+the Taylor terms (`finite=false`); `sure_mse` (validation and `validate`) takes the
 finite difference below `LOW_COUNTS`, where a network trained on the Taylor terms has learned their error (at 1
 photon its training loss read -0.013 and the first-order estimate 0.012 against a true 0.053; the finite difference
 0.042, still low for so curved a network, but the nearest).
