@@ -22,6 +22,8 @@ lag-1 correlation 0.50 and 0.26), drawn from `corr:...,gain=...` with seed 0: `s
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
     python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
         (rerun only the named Set12 methods and update their figures in that JSON)
+    python benchmarks/denoise_pg.py --methods "oracle (supervised)" "pg-unsure" [...] --fmd-losses pg-sure:finite=auto
+        (a whole run of just these Set12 methods; an FMD entry LOSS:key=value,... runs LOSS with those options)
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from sslrecon.data import Normalization
 from sslrecon.engine.metrics import psnr
 from sslrecon.engine.train import cosine_lr
 from sslrecon.errors import ConfigError
+from sslrecon.losses import parse_options
 from sslrecon.models import UNet, UNetConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -116,8 +119,12 @@ SET12_METHODS = (  # (name, loss, --noise, loss options)
 )
 
 
+ORACLE, GAUSSIAN_SURE = "oracle (supervised)", "gaussian sure (best single sigma)"
+
+
 def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[str] | None = None) -> list[dict]:
-    """Every method at every photon level; with `only`, just the named self-supervised methods."""
+    """Every method at every photon level; with `only`, just the named methods (the oracle and the Gaussian sure
+    are among the names)."""
     rows = []
     clean_all = set12_clean()
     for photons in photon_levels:
@@ -136,8 +143,8 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
 
         row = {"photons": photons, "noisy": score(noisy)}
         t0 = time.perf_counter()
-        if only is None:
-            row["oracle (supervised)"] = score(oracle(noisy, clean, steps))
+        if only is None or ORACLE in only:
+            row[ORACLE] = score(oracle(noisy, clean, steps))
         for name, loss, noise, opts in SET12_METHODS:
             if only is not None and name not in only:
                 continue
@@ -149,7 +156,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
                 row["gr2r-poisson alpha"] = doc["loss_options"]["alpha"]  # as alpha=auto settled it
             if noise == "auto":
                 row[f"{name} start model"] = doc.get("noise_initial", doc["noise"])
-        if only is None:
+        if only is None or GAUSSIAN_SURE in only:
             rms = math.sqrt(GAIN * photons * GAIN + READ**2)  # the noise's root-mean-square level at the mean signal
             best = -math.inf
             for factor in (0.6, 1.0):
@@ -158,7 +165,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
                 value = score_files(outs)
                 if value > best:
                     best, row["gaussian sure sigma"] = value, factor * rms
-            row["gaussian sure (best single sigma)"] = best
+            row[GAUSSIAN_SURE] = best
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -206,17 +213,20 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
 
 
 def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
+    """Each loss with `--noise auto`; an entry `LOSS:key=value,...` runs LOSS with those options (as --loss-option)."""
     fmd = DATA / "fluorescence" / "fmd"
     frames = sorted((fmd / "noisy_raw").glob("*.tif"))
     clean = {p.name: tifffile.imread(fmd / "clean_avg50" / p.name).astype(np.float64) for p in frames}
     out = {"noisy input": float(np.mean([psnr(clean[p.name], tifffile.imread(p), 255) for p in frames]))}
-    for loss in losses:
+    for i, entry in enumerate(losses):
+        loss, _, given = entry.partition(":")
+        options = parse_options([o for o in given.split(",") if o])
         t0 = time.perf_counter()
-        doc, outs = self_supervised(fmd / "noisy_raw", tmp / f"fmd_{loss}", loss, "auto", steps, net={})
-        out[loss] = float(np.mean([psnr(clean[o.name], tifffile.imread(o), 255) for o in outs]))
+        doc, outs = self_supervised(fmd / "noisy_raw", tmp / f"fmd_{i}_{loss}", loss, "auto", steps, options, net={})
+        out[entry] = float(np.mean([psnr(clean[o.name], tifffile.imread(o), 255) for o in outs]))
         if "noise_learned" in doc:
-            out[f"{loss} learned"] = doc["noise_learned"]
-        print(json.dumps({loss: out[loss], "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+            out[f"{entry} learned"] = doc["noise_learned"]
+        print(json.dumps({entry: out[entry], "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
     return out
 
 
@@ -234,6 +244,8 @@ def main() -> None:
     ap.add_argument("--correlated", action="store_true", help="only the correlated-noise comparison (see above)")
     ap.add_argument("--only", nargs="+", choices=[m[0] for m in SET12_METHODS], metavar="METHOD",
                     help="rerun just these Set12 methods (no FMD) and update their figures in the existing --json")
+    ap.add_argument("--methods", nargs="+", choices=[ORACLE, *(m[0] for m in SET12_METHODS), GAUSSIAN_SURE],
+                    metavar="METHOD", help="a whole run (new --json) of just these Set12 methods")
     args = ap.parse_args()
     DATA, DEVICE = args.data, args.device
     if args.correlated:
@@ -251,7 +263,7 @@ def main() -> None:
         update_rows(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        rows = set12_table(args.photons, args.steps, Path(tmp))
+        rows = set12_table(args.photons, args.steps, Path(tmp), only=args.methods)
         fmd = None if args.skip_fmd else fmd_table(args.fmd_losses, args.fmd_steps, Path(tmp))
     methods = [k for k in rows[0] if not k.endswith(("model", "learned", "sigma", "alpha")) and k not in ("photons", "seconds")]
     print(f"\nSet12, Poisson-Gaussian (gain {GAIN:g}, read noise {READ:g}, offset {OFFSET:g}), {args.steps} steps, PSNR (dB)")

@@ -24,8 +24,9 @@ against 13.24 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and
 against 21.79 at 5, 27.17 against 27.34 at 30. With `--noise auto` on the Set12 crops (one detector, so the pooled
 model) it scores 13.77 / 21.82 against 13.38 / 21.53 at 1 / 5 photons. But it holds the model to its word: on the
 real FMD frames (per-frame models of clipped, slightly correlated noise) it scores 35.60 against 35.81 (mean of 3
-seeds), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86. So the training default stays with
-the Taylor terms (`finite=false`); `sure_mse` (validation and `validate`) takes the
+seeds), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86. At 2000 steps (H200) both effects
+grow: with the true model 15.81 against 12.59 at 1 photon, but on FMD 28.83 (below the noisy input) against 34.99. So
+the training default stays with the Taylor terms (`finite=false`); `sure_mse` (validation and `validate`) takes the
 finite difference below `LOW_COUNTS`, where a network trained on the Taylor terms has learned their error (at 1
 photon its training loss read -0.013 and the first-order estimate 0.012 against a true 0.053; the finite difference
 0.042, still low for so curved a network, but the nearest).
