@@ -234,7 +234,11 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
                           fix="pass one --noise for all inputs, or fit these inputs separately") from None
     options = {**cfg.loss_options, "groups": len(paths)} if learns else cfg.loss_options
+    if learns and resume is not None:  # a resumed run keeps the hold it was planned with (none before there was one)
+        options["hold_steps"] = resume["loss_options"].get("hold_steps", 0)
     loss = build_loss(cfg.loss, **options)
+    if learns:
+        loss.plan(cfg.steps)  # settles what follows the run's length (hold_steps="auto")
 
     def physics_for(sources: list[tuple[int, int]]) -> Denoising:
         """The physics of a batch whose patches come from (file, frame) `sources`."""

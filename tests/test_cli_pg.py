@@ -78,14 +78,17 @@ def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsy
     ckpt = torch.load(out_dir / "last.pt", weights_only=True)
     assert ckpt["noise"] == learned and {"gain", "variance", "offset"} <= ckpt["loss_state"].keys()
     assert ckpt["loss_state"]["gain"].shape == (3,) and ckpt["loss_options"]["groups"] == 3
-    assert ckpt["loss_options"]["learn_steps"] is None and int(ckpt["loss_state"]["ascents"]) == 4  # every step
-    # --resume continues from the learned multipliers (not a fresh start from the estimate)
+    # held at the start for half the run (hold_steps="auto", settled and recorded), then an ascent every step
+    assert ckpt["loss_options"]["learn_steps"] is None and ckpt["loss_options"]["hold_steps"] == 2
+    assert int(ckpt["loss_state"]["held"]) == 2 and int(ckpt["loss_state"]["ascents"]) == 2
+    # --resume continues from the learned multipliers (not a fresh start from the estimate), with the run's hold
     code, out, err = run(["fit", data, "-o", out_dir, "--resume", "--json", *TINY[:1], "6", *TINY[2:]], capsys)
     assert code == 0, err
     resumed = json.loads(out)
-    assert resumed["noise_initial"] == initial
+    assert resumed["noise_initial"] == initial and resumed["loss_options"]["hold_steps"] == 2
     g0, g1 = learned["gain"], resumed["noise_learned"]["gain"]
     assert 0 < abs(np.log(g1 / g0)) < 2 * 0.02 + 1e-9  # two more ascent steps, each of at most `step`
+    assert int(torch.load(out_dir / "last.pt", weights_only=True)["loss_state"]["ascents"]) == 4
     # validate and reconstruct use the learned model unless --noise overrides
     code, out, err = run(["validate", out_dir, data, "--json", "--device", "cpu"], capsys)
     assert code == 0, err

@@ -1,8 +1,10 @@
 """UNSURE and PG-UNSURE: the multipliers are loss state that only training moves, and on synthetic data of known
 noise they approach the true parameters (tolerances stated per test)."""
 import numpy as np
+import pytest
 import torch
 
+from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss
 from sslrecon.models import UNet, UNetConfig
 from sslrecon.noise import Gaussian, PoissonGaussian
@@ -131,6 +133,20 @@ def test_multipliers_are_state_that_only_training_moves():
         for _ in range(3):
             frozen(net, y, Denoising(start), generator=torch.Generator().manual_seed(0))
         assert int(frozen.ascents) == 1 and torch.equal(frozen.variance, _after_one_step(name, start, net, y))
+        # with hold_steps, the multipliers stay at their start for that many training steps, then the ascent begins
+        held = build_loss(name, hold_steps=2)
+        held.initialise(start, y)
+        for step in range(3):
+            held(net, y, Denoising(start), generator=torch.Generator().manual_seed(0))
+            assert (int(held.held), int(held.ascents)) == ((1, 0), (2, 0), (2, 1))[step]
+            assert torch.equal(held.variance, before["variance"]) is (step < 2)
+        auto = build_loss(name)  # "auto": hold 0 outside a run, half the run's steps once `fit` plans it
+        assert auto.options()["hold_steps"] == "auto"
+        auto.plan(300)
+        assert auto.options()["hold_steps"] == 150
+        for bad in (-1, 2.5, True, "half"):
+            with pytest.raises(ConfigError, match="hold_steps"):
+                build_loss(name, hold_steps=bad)
         # a second initialise (e.g. after --resume restored the state) keeps the learned values
         learned = loss.state_dict()["variance"].clone()
         loss.initialise(Gaussian(5.0), y)

@@ -14,10 +14,18 @@ UNSURE ends 1.1 dB below their SURE on BSD68), and the multiplier overestimates 
 network's own error: for a linear zero-divergence filter `I - W = eta C^-1` (C the data covariance), so
 `eta = n / tr(C^-1) = E|y - f(y)|^2 / n = sigma^2 + MSE(f) / n`, and no self-supervised identity removes that term
 without a prior on the signal (on Set12, 300 steps: sigma +15 % at 25/255 and +34 % at 10/255, from estimates
-within 1 % of the truth). The multipliers are learned throughout training by default: holding them after half of
-it and training SURE with the overestimate cost 1.1-2.6 dB (Set12, `unsure` at 10 and 25/255, `pg-unsure` at 1, 5
-and 30 photons; FMD unchanged). `learn_steps=N` still stops the ascent after N training steps, after which the
-Lagrangian is SURE with the learned noise.
+within 1 % of the truth). Since that term is the network's error, the ascent waits for a good network: for the
+first `hold_steps` training steps ("auto": `HOLD_FRACTION`, half of the run's steps, settled by `fit` and recorded;
+0 for a loss used outside a run) the multipliers stay at their start (the model given or estimated) and the
+Lagrangian is SURE with it; then they are learned to the end. On Set12 (300 steps, `benchmarks/denoise_pg.py`)
+the hold took `pg-unsure` from 11.5 / 20.4 / 25.4 dB to 13.2 / 21.4 / 25.6 at 1 / 5 / 30 photons (learned gain
+1.99 / 2.19 / 2.05 for the true 2, where the ascent from the first step ended at 2.46 / 2.33 / 2.10; `pg-sure`
+with the true model 13.2 / 21.8 / 27.3: at 30 photons the read-noise multiplier takes the error, 5.9 for 3), and
+`unsure` from 25.5 / 28.5 to 26.4 / 31.1 dB at 25 / 10 grey levels (`sure --noise auto`: 27.0 / 32.0); holding for
+a quarter or three quarters of the run gave 21.3 and 21.8 dB at 5 photons; the FMD frames scored the same with it
+and without (33.35 / 33.36). Stopping instead (holding them after half of the run and training SURE with the
+overestimate) cost 1.1-2.6 dB. `learn_steps=N` stops the ascent after N ascent steps, after which the Lagrangian is
+SURE with the learned noise.
 
 Correlated noise (detector charge sharing, resampled or motion-corrected micrographs) needs the constraint to cover
 the neighbours: with a pixel-wise one a network predicts each pixel's noise from its neighbours' and the multipliers
@@ -51,6 +59,10 @@ from .base import Loss, LossOutput, probe_scale, rademacher
 from .pg import second_order_term, wants_second_order
 
 
+#: The share of a run's training steps for which the multipliers stay at their start (`hold_steps="auto"`).
+HOLD_FRACTION = 0.5
+
+
 class _Learned(Loss):
     """Shared machinery: per-file buffers initialised once, multiplicative momentum ascent in training steps only."""
 
@@ -59,17 +71,23 @@ class _Learned(Loss):
     _names: tuple[str, ...] = ()
 
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
-                 learn_steps: int | None = None):
+                 learn_steps: int | None = None, hold_steps: int | str = "auto"):
         super().__init__()
+        if not (hold_steps == "auto" or (isinstance(hold_steps, int) and not isinstance(hold_steps, bool)
+                                         and hold_steps >= 0)):
+            raise ValueError(f"hold_steps is a whole number of training steps or auto, not {hold_steps!r}")
         self.tau, self.step, self.momentum, self.groups, self.learn_steps = tau, step, momentum, groups, learn_steps
+        self.hold_steps = hold_steps
         for n in self._names:
             self.register_buffer(n, torch.zeros(groups))
             self.register_buffer(f"{n}_velocity", torch.zeros(groups))
         self.register_buffer("kernel", torch.ones(groups, 1, 1, 1))  # each group's noise correlation (1 x 1: white)
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("ascents", torch.tensor(0))
+        self.register_buffer("held", torch.tensor(0))  # training steps taken with the multipliers held at their start
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "held", torch.tensor(0))  # a run from before the hold
         saved = state_dict.get(prefix + "kernel")
         if saved is None:  # a run from before correlated constraints: white noise
             state_dict[prefix + "kernel"] = torch.ones(self.groups, 1, 1, 1)
@@ -79,7 +97,13 @@ class _Learned(Loss):
 
     def options(self):
         return {"tau": self.tau, "step": self.step, "momentum": self.momentum, "groups": self.groups,
-                "learn_steps": self.learn_steps}
+                "learn_steps": self.learn_steps, "hold_steps": self.hold_steps}
+
+    def plan(self, steps: int) -> None:
+        """Settle `hold_steps="auto"` for a run of `steps` training steps (`fit` and `finetune` call this, so that
+        `options()` records the number): `HOLD_FRACTION` of them."""
+        if self.hold_steps == "auto":
+            self.hold_steps = int(HOLD_FRACTION * steps)
 
     def initialise(self, noise: NoiseModel | list[NoiseModel] | None, y: torch.Tensor,
                    sources: list[int] | None = None) -> None:
@@ -151,6 +175,9 @@ class _Learned(Loss):
             return  # validation, evaluation and inference never move the multipliers
         if not self.learning:
             return  # frozen: the rest of training is SURE with the learned noise
+        if int(self.held) < (0 if self.hold_steps == "auto" else self.hold_steps):
+            self.held += 1  # the network first learns under the starting model, so the ascent starts from a good one
+            return
         self.ascents += 1
         with torch.no_grad():
             count = torch.zeros(self.groups, device=idx.device).index_add_(0, idx, torch.ones(len(idx), device=idx.device))
@@ -231,8 +258,9 @@ class PgUnsure(_Learned):
     _names = ("gain", "variance")
 
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
-                 learn_steps: int | None = None, second_order: bool | str = "auto", tau2: float = 0.2):
-        super().__init__(tau, step, momentum, groups, learn_steps)
+                 learn_steps: int | None = None, second_order: bool | str = "auto", tau2: float = 0.2,
+                 hold_steps: int | str = "auto"):
+        super().__init__(tau, step, momentum, groups, learn_steps, hold_steps)
         self.second_order, self.tau2 = second_order, tau2
         self.register_buffer("offset", torch.zeros(groups))
 
