@@ -162,3 +162,14 @@ def _after_one_step(name, start, net, y):
     loss.initialise(start, y)
     loss(net, y, Denoising(start), generator=torch.Generator().manual_seed(0))
     return loss.variance
+
+
+def test_pg_unsure_started_from_a_gaussian_model_keeps_its_level_at_the_mean():
+    """A Gaussian start (no shot noise known, as for a binned micrograph) gets a small gain to learn from, taken out of
+    the read noise, so the starting model's variance at the data's mean is the given one."""
+    y = 0.5 + _scene() + 0.1 * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(3))
+    loss = build_loss("pg-unsure")
+    loss.initialise(Gaussian(0.1), y)
+    start = loss.pooled_model()
+    assert start.gain > 0 and start.sigma < 0.1
+    assert abs(float(start.variance(y.mean().reshape(1))) / 0.1**2 - 1) < 1e-4

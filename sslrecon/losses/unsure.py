@@ -275,9 +275,11 @@ class PgUnsure(_Learned):
             pg = PoissonGaussian(gain=noise.gain, sigma=noise.sigma, offset=noise.offset) if level else \
                 PoissonGaussian(gain=0.0, sigma=float(noise.mean_sigma(y)))
         gain, var, offset = (float(torch.as_tensor(v).float().mean()) for v in (pg.gain, pg.sigma**2, pg.offset))
-        if not gain > 0:  # no shot noise known: the dark level is at most the darkest value, shot noise starts small
-            offset = float(y.min())
+        if not gain > 0:  # no shot noise known: the dark level is at most the darkest value, shot noise starts small,
+            offset = float(y.min())  # its share of the variance at the mean taken from the read noise where that allows
             gain = 0.05 * float(y.var()) / max(float((y - offset).mean()), 1e-12)
+            shot = gain * float((y - offset).mean())
+            var = var - shot if var > 2 * shot else var
         self.gain[k], self.offset[k] = gain, offset
         self.variance[k] = var if var > 0 else 0.05 * float(y.var())
 
