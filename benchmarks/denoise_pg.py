@@ -18,8 +18,12 @@ lag-1 correlation 0.50 and 0.26), drawn from `corr:...,gain=...` with seed 0: `s
 (known), `pg-sure` with the white model of the same level (known), both losses with `--noise auto`, and `pg-unsure`
 (which keeps a correlated estimate's kernel and learns the level).
 
+With `--unsure`, only the Set12 crops with white Gaussian noise (10 and 25 grey levels): `unsure` with its multiplier
+held for the first half of the run (the default), learning it from the first step, and `sure --noise auto`.
+
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
+    python benchmarks/denoise_pg.py --unsure [--json benchmarks/results/denoise_unsure.json]
     python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
         (rerun only the named Set12 methods and update their figures in that JSON)
     python benchmarks/denoise_pg.py --methods "oracle (supervised)" "pg-unsure" [...] --fmd-losses pg-sure:finite=auto
@@ -212,6 +216,32 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
     return rows
 
 
+def unsure_table(steps: int, tmp: Path) -> list[dict]:
+    """`--unsure`: the twelve crops with white Gaussian noise of 10 and 25 grey levels (seed 0): `unsure` (multiplier
+    held at the estimate for the first half of the run), `unsure` learning it from the first step (`hold_steps=0`),
+    and `sure --noise auto`, PSNR against the clean crops (range 255)."""
+    clean = [255 * c for c in set12_clean()]
+    rows = []
+    for sigma in (10.0, 25.0):
+        rng = np.random.default_rng(0)
+        noisy = [c + rng.normal(0, sigma, c.shape) for c in clean]
+        folder = tmp / f"gauss_{sigma:g}"
+        folder.mkdir()
+        for i, n in enumerate(noisy):
+            tifffile.imwrite(folder / f"{i:02d}.tif", n.astype(np.float32))
+        row = {"sigma": sigma, "noisy": float(np.mean([psnr(c, n, 255) for c, n in zip(clean, noisy)]))}
+        for name, loss, options in (("unsure", "unsure", {}), ("unsure, hold_steps=0", "unsure", {"hold_steps": 0}),
+                                    ("sure --noise auto", "sure", {})):
+            doc, outs = self_supervised(folder, tmp / f"{name.replace(' ', '_')}_{sigma:g}", loss, "auto", steps, options)
+            row[name] = float(np.mean([psnr(c, tifffile.imread(o).astype(np.float64), 255)
+                                       for c, o in zip(clean, sorted(outs))]))
+            if "noise_learned" in doc:
+                row[f"{name} learned sigma"] = doc["noise_learned"]["sigma"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
     """Each loss with `--noise auto`; an entry `LOSS:key=value,...` runs LOSS with those options (as --loss-option)."""
     fmd = DATA / "fluorescence" / "fmd"
@@ -242,6 +272,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (natural/Set12, fluorescence/fmd)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
     ap.add_argument("--correlated", action="store_true", help="only the correlated-noise comparison (see above)")
+    ap.add_argument("--unsure", action="store_true", help="only Gaussian unsure with and without its hold (see above)")
     ap.add_argument("--only", nargs="+", choices=[m[0] for m in SET12_METHODS], metavar="METHOD",
                     help="rerun just these Set12 methods (no FMD) and update their figures in the existing --json")
     ap.add_argument("--methods", nargs="+", choices=[ORACLE, *(m[0] for m in SET12_METHODS), GAUSSIAN_SURE],
@@ -256,6 +287,19 @@ def main() -> None:
         print("| method | " + " | ".join(f"lag-1 {r['lag1']:.2f}" for r in rows) + " |\n|---|" + "---|" * len(rows))
         for k in names:
             print(f"| {k} | " + " | ".join("refused" if r[k] is None else f"{r[k]:.2f}" for r in rows) + " |")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "rows": rows}, indent=2) + "\n")
+        return
+    if args.unsure:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = unsure_table(args.steps, Path(tmp))
+        print(f"\nSet12 crops, white Gaussian noise, {args.steps} steps, PSNR (dB)")
+        names = [k for k in rows[0] if k not in ("sigma",) and not k.endswith("sigma")]
+        print("| method | " + " | ".join(f"sigma {r['sigma']:g}" for r in rows) + " |\n|---|" + "---|" * len(rows))
+        for k in names:
+            learned = [r.get(f"{k} learned sigma") for r in rows]
+            note = "" if learned[0] is None else " (learned sigma " + " / ".join(f"{v:.1f}" for v in learned) + ")"
+            print(f"| {k}{note} | " + " | ".join(f"{r[k]:.2f}" for r in rows) + " |")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "rows": rows}, indent=2) + "\n")
         return

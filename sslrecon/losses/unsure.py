@@ -21,9 +21,8 @@ Lagrangian is SURE with it; then they are learned to the end. On Set12 (300 step
 the hold took `pg-unsure` from 11.5 / 20.4 / 25.4 dB to 13.2 / 21.4 / 25.6 at 1 / 5 / 30 photons (learned gain
 1.99 / 2.19 / 2.05 for the true 2, where the ascent from the first step ended at 2.46 / 2.33 / 2.10; `pg-sure`
 with the true model 13.2 / 21.8 / 27.3: at 30 photons the read-noise multiplier takes the error, 5.9 for 3), and
-`unsure` from 25.5 / 28.5 to 26.4 / 31.1 dB at 25 / 10 grey levels (`sure --noise auto`: 27.0 / 32.0); holding for
-a quarter or three quarters of the run gave 21.3 and 21.8 dB at 5 photons; the FMD frames scored the same with it
-and without (33.35 / 33.36). Stopping instead (holding them after half of the run and training SURE with the
+`unsure` from 28.5 / 25.5 to 31.1 / 26.4 dB at 10 / 25 grey levels (`denoise_pg.py --unsure`; `sure --noise auto`
+31.98 / 26.95). Stopping instead (holding them after half of the run and training SURE with the
 overestimate) cost 1.1-2.6 dB. `learn_steps=N` stops the ascent after N ascent steps, after which the Lagrangian is
 SURE with the learned noise.
 
