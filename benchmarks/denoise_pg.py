@@ -126,6 +126,21 @@ SET12_METHODS = (  # (name, loss, --noise, loss options)
 ORACLE, GAUSSIAN_SURE = "oracle (supervised)", "gaussian sure (best single sigma)"
 
 
+def write_folder(folder: Path, images: list[np.ndarray]) -> Path:
+    """The images as numbered float32 TIFFs in a new folder (what the self-supervised runs train on)."""
+    folder.mkdir()
+    for i, n in enumerate(images):
+        tifffile.imwrite(folder / f"{i:02d}.tif", n.astype(np.float32))
+    return folder
+
+
+def mean_psnr(clean: list[np.ndarray], images: list, data_range: float) -> float:
+    """Mean PSNR against the clean images of `images`: arrays, or output files (taken in sorted order)."""
+    if images and isinstance(images[0], Path):
+        images = [tifffile.imread(o) for o in sorted(images)]
+    return float(np.mean([psnr(c, np.asarray(e, np.float64), data_range) for c, e in zip(clean, images)]))
+
+
 def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[str] | None = None) -> list[dict]:
     """Every method at every photon level; with `only`, just the named methods (the oracle and the Gaussian sure
     are among the names)."""
@@ -134,26 +149,16 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
     for photons in photon_levels:
         clean, noisy = noisy_set(clean_all, photons)
         rng_ = float(max(c.max() for c in clean) - min(c.min() for c in clean))
-        folder = tmp / f"set12_{photons:g}"
-        folder.mkdir()
-        for i, n in enumerate(noisy):
-            tifffile.imwrite(folder / f"{i:02d}.tif", n.astype(np.float32))
-
-        def score(images, clean=clean, rng_=rng_) -> float:
-            return float(np.mean([psnr(c, np.asarray(e, np.float64), rng_) for c, e in zip(clean, images)]))
-
-        def score_files(outs, score=score) -> float:
-            return score([tifffile.imread(o) for o in sorted(outs)])
-
-        row = {"photons": photons, "noisy": score(noisy)}
+        folder = write_folder(tmp / f"set12_{photons:g}", noisy)
+        row = {"photons": photons, "noisy": mean_psnr(clean, noisy, rng_)}
         t0 = time.perf_counter()
         if only is None or ORACLE in only:
-            row[ORACLE] = score(oracle(noisy, clean, steps))
+            row[ORACLE] = mean_psnr(clean, oracle(noisy, clean, steps), rng_)
         for name, loss, noise, opts in SET12_METHODS:
             if only is not None and name not in only:
                 continue
             doc, outs = self_supervised(folder, tmp / f"{name.replace(' ', '_')}_{photons:g}", loss, noise, steps, opts)
-            row[name] = score_files(outs)
+            row[name] = mean_psnr(clean, outs, rng_)
             if loss == "pg-unsure":
                 row["pg-unsure learned"] = doc["noise_learned"]
             if loss == "gr2r-poisson":
@@ -166,7 +171,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
             for factor in (0.6, 1.0):
                 _, outs = self_supervised(folder, tmp / f"sure_{factor}_{photons:g}", "sure",
                                           f"gaussian:sigma={factor * rms:.6g}", steps)
-                value = score_files(outs)
+                value = mean_psnr(clean, outs, rng_)
                 if value > best:
                     best, row["gaussian sure sigma"] = value, factor * rms
             row[GAUSSIAN_SURE] = best
@@ -189,15 +194,12 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
         truth = Correlated(READ, kernel, gain=GAIN, offset=OFFSET)
         g = torch.Generator().manual_seed(0)
         noisy = [truth.sample(torch.tensor(c)[None, None], generator=g)[0, 0].numpy() for c in clean]
-        folder = tmp / f"corr_{arm}"
-        folder.mkdir()
-        for i, n in enumerate(noisy):
-            tifffile.imwrite(folder / f"{i:02d}.tif", n.astype(np.float32))
+        folder = write_folder(tmp / f"corr_{arm}", noisy)
         kfile = tmp / f"kernel_{arm}.npy"
         np.save(kfile, np.array(kernel))
         r = noisy[0] - clean[0]
         row = {"kernel_arm": arm, "lag1": float((r[:, 1:] * r[:, :-1]).mean() / r.var()),
-               "noisy": float(np.mean([psnr(c, n, rng_) for c, n in zip(clean, noisy)]))}
+               "noisy": mean_psnr(clean, noisy, rng_)}
         for name, loss, noise in (
                 ("sure, correlated model known", "sure", f"corr:sigma={READ},gain={GAIN},offset={OFFSET},kernel={kfile}"),
                 ("pg-sure, white model of the same level", "pg-sure", f"pg:gain={GAIN},sigma={READ},offset={OFFSET}"),
@@ -205,8 +207,7 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
                 ("pg-unsure", "pg-unsure", "auto")):
             try:
                 doc, outs = self_supervised(folder, tmp / f"{loss}_{noise[:4]}_{arm}", loss, noise, steps)
-                row[name] = float(np.mean([psnr(c, tifffile.imread(o).astype(np.float64), rng_)
-                                           for c, o in zip(clean, sorted(outs))]))
+                row[name] = mean_psnr(clean, outs, rng_)
                 row[f"{name} model"] = doc["noise"]
             except ConfigError as e:  # e.g. pg-sure refusing an estimated correlated model: record why
                 row[name] = None
@@ -225,16 +226,12 @@ def unsure_table(steps: int, tmp: Path) -> list[dict]:
     for sigma in (10.0, 25.0):
         rng = np.random.default_rng(0)
         noisy = [c + rng.normal(0, sigma, c.shape) for c in clean]
-        folder = tmp / f"gauss_{sigma:g}"
-        folder.mkdir()
-        for i, n in enumerate(noisy):
-            tifffile.imwrite(folder / f"{i:02d}.tif", n.astype(np.float32))
-        row = {"sigma": sigma, "noisy": float(np.mean([psnr(c, n, 255) for c, n in zip(clean, noisy)]))}
+        folder = write_folder(tmp / f"gauss_{sigma:g}", noisy)
+        row = {"sigma": sigma, "noisy": mean_psnr(clean, noisy, 255)}
         for name, loss, options in (("unsure", "unsure", {}), ("unsure, hold_steps=0", "unsure", {"hold_steps": 0}),
                                     ("sure --noise auto", "sure", {})):
             doc, outs = self_supervised(folder, tmp / f"{name.replace(' ', '_')}_{sigma:g}", loss, "auto", steps, options)
-            row[name] = float(np.mean([psnr(c, tifffile.imread(o).astype(np.float64), 255)
-                                       for c, o in zip(clean, sorted(outs))]))
+            row[name] = mean_psnr(clean, outs, 255)
             if "noise_learned" in doc:
                 row[f"{name} learned sigma"] = doc["noise_learned"]["sigma"]
         rows.append(row)
