@@ -464,20 +464,20 @@ class _Sites:
     half: np.ndarray
     basis: np.ndarray | None = None  # d*d x k: the directions in which patches hold noise alone
     acf: np.ndarray | None = None  # the noise's normalised autocorrelation (None: white)
+    basis_factor: float = 1.0  # the noise variance in `basis` relative to the marginal one (`set_basis`)
 
     @property
     def ring_factor(self) -> float:
         """Expected ring gradient energy of the noise relative to white noise of the same variance."""
         return 1.0 if self.acf is None else max(1 - (self.acf[LAGS, LAGS + 1] + self.acf[LAGS + 1, LAGS]) / 2, 0.05)
 
-    @property
-    def basis_factor(self) -> float:
-        """Noise variance in the directions `basis` relative to the marginal variance: 1 for white noise, else
-        the mean of `b' C b` over the basis vectors, C the d x d patch correlation the acf gives."""
-        if self.acf is None or self.basis is None:
-            return 1.0
-        return max(float(np.einsum("ik,ij,jk->", self.basis, _patch_correlation(self.acf, self.d), self.basis))
-                   / self.basis.shape[1], 0.02)
+    def set_basis(self, basis: np.ndarray | None) -> None:
+        """Take the noise-only directions, and the share of the marginal noise variance they hold: 1 for white noise,
+        else the mean of `b' C b` over the basis vectors, C the d x d patch correlation the acf gives."""
+        self.basis, self.basis_factor = basis, 1.0
+        if self.acf is not None and basis is not None:
+            c = _patch_correlation(self.acf, self.d)
+            self.basis_factor = max(float(np.einsum("ik,ij,jk->", basis, c, basis)) / basis.shape[1], 0.02)
 
     def patches(self, idx: np.ndarray) -> np.ndarray:
         return np.concatenate([sliding_window_view(self.images[k], (self.d, self.d))[self.row[i], self.col[i]]
@@ -730,7 +730,7 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
 
             for s in sites:
                 s.acf = acf
-                s.basis = _noise_basis(s, ~s.clipped, start, np.random.default_rng(0))
+                s.set_basis(_noise_basis(s, ~s.clipped, start, np.random.default_rng(0)))
             if acf is not None:  # the correlated reading needs every patch size's basis
                 sites = [s for s in sites if s.basis is not None]
 
