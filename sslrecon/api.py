@@ -136,10 +136,34 @@ def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[N
     return (file_model(per_file[0]) if pooled is None else pooled.model), per_file
 
 
-def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None):
-    """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` re-estimates
-    per file), else the model the run recorded: the file's own when it was trained on (a per-frame model
-    only while the file still has that many frames), else the run's."""
+def _auto_noise_by_path(given: AutoNoise, paths: list[Path],
+                        shapes: list[tuple[int, tuple[int, int]]]) -> dict[Path, NoiseModel | PerFrame]:
+    """`--noise auto` at reconstruction and validation, as `fit` takes it (`noise_models`) but with one file open at
+    a time: the pooled model for every file where their noise is one detector's (`one_session`), else each file's
+    own. Single textured images read the gain up to 35 % off where the pooled frames read it within 2 %."""
+    slots = set(_spread([(i, j) for i, (n, _) in enumerate(shapes) for j in range(n)]))
+    reports, own, samples = [], {}, []
+    for i, p in enumerate(paths):
+        with open_image(p) as img:
+            reports.append(_file_report(img, given.offset))
+            own[p.resolve()] = _own_noise(reports[-1], img)
+            if len(paths) > 1:  # one file: its own estimate is the pooled one
+                samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in slots)
+    if samples:
+        pooled = analyze_noise(samples, offset=given.offset, evidence=False)
+        if one_session(reports, pooled):
+            return dict.fromkeys(own, pooled.model)
+    return own
+
+
+def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None, paths: list[Path],
+                    shapes: list[tuple[int, tuple[int, int]]]):
+    """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` estimates it over
+    all the inputs, `_auto_noise_by_path`), else the model the run recorded: the file's own when it was trained on
+    (a per-frame model only while the file still has that many frames), else the run's."""
+    if isinstance(override, AutoNoise):
+        estimated = _auto_noise_by_path(override, paths, shapes)
+        return lambda img: estimated[Path(img.path).resolve()]
     if override is not None:
         return lambda img: file_noise(override, img)
     per_file = {Path(p).resolve(): from_dict(m) for p, m in state.get("noise_per_file", {}).items()}
@@ -398,8 +422,9 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     outdir = Path(outdir)
     dests = _outputs(paths, outdir, overwrite)
     given = parse_noise(noise) if noise is not None else None  # a bad spec fails before anything is written
-    noise_for = _recorded_noise(state, given)
-    _check_noise_frames(given, paths, _check_all(paths))
+    shapes = _check_all(paths)
+    _check_noise_frames(given, paths, shapes)
+    noise_for = _recorded_noise(state, given, paths, shapes)
     rec = _reconstructor(state, device, tile_size, test_samples)
     seed = int(state["config"].get("seed", 0))
     label = f"{state['loss']} denoised"
@@ -444,9 +469,9 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     paths = find_inputs(list(inputs), glob, stdin)
     refs = _references(paths, reference) if reference is not None else [None] * len(paths)
     given = parse_noise(noise) if noise is not None else None  # a bad spec fails before any work
-    noise_for = _recorded_noise(state, given)
     shapes = _check_all(paths)
     _check_noise_frames(given, paths, shapes)
+    noise_for = _recorded_noise(state, given, paths, shapes)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
             if shape != ref_shape:

@@ -166,3 +166,31 @@ def test_auto_noise_pools_files_of_one_detector(tmp_path):
         same = all(m == pooled for m in per_file)
         assert same is (name == "one"), (pooled, per_file)
         assert api.noise([str(folder)])["one_session"] is (name == "one")
+
+
+def test_auto_noise_at_validation_pools_files_of_one_detector(trained_auto, tmp_path, capsys):
+    """`validate` (and `reconstruct`, which shares the lookup) with `--noise auto` takes the models `fit` would: the
+    pooled one for every file of one detector, each file's own where half the files are at another gain."""
+    import tifffile
+
+    from sslrecon import api
+
+    from .test_noise_estimate import _session
+
+    run_dir, _ = trained_auto
+    for name, gains in (("one", [2.0] * 4), ("two", [2.0, 2.0, 6.0, 6.0])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, f in enumerate(_session(np.random.default_rng(1), gains, [100.0] * 4, [3.0] * 4, n=96)):
+            tifffile.imwrite(folder / f"f{i}.tif", f.astype(np.float32))
+        images = [api.open_image(p) for p in sorted(folder.iterdir())]
+        try:
+            _, fit_models = api.noise_models("auto", images)
+        finally:
+            for img in images:
+                img.close()
+        code, out, err = run(["validate", run_dir, folder, "--noise", "auto", "--json", "--device", "cpu"], capsys)
+        assert code == 0, err
+        used = [from_dict(f["noise"]) for f in sorted(json.loads(out)["files"], key=lambda f: f["path"])]
+        assert [m.spec() for m in used] == [m.spec() for m in fit_models]
+        assert (len({m.spec() for m in used}) == 1) is (name == "one")
