@@ -148,6 +148,9 @@ def test_loss_options_from_the_command_line(pg_data, tmp_path, capsys):
         code, _, err = run(["fit", data, "-o", tmp_path / "bad", "--loss", "gr2r-poisson", "--noise", spec,
                             "--loss-option", bad, *TINY], capsys)
         assert code == 2 and "test_samples" in err and err.count("\n") == 1 and not (tmp_path / "bad").exists()
+    code, _, err = run(["fit", data, "-o", tmp_path / "bad", "--loss", "pg-unsure", "--loss-option", "nonsense=1",
+                        *TINY], capsys)  # the options listed are the user's, not the per-file count fit sets itself
+    assert code == 2 and "hold_steps" in err and "groups" not in err and not (tmp_path / "bad").exists()
     code, out, err = run(["fit", data, "-o", tmp_path / "k", "--loss", "gr2r-poisson", "--noise", spec, "--json",
                           "--loss-option", "test_samples=7", *TINY], capsys)
     assert code == 0 and json.loads(out)["loss_options"]["test_samples"] == 7, err

@@ -24,7 +24,8 @@ def build_loss(name: str, **options) -> Loss:
     try:
         return LOSSES[name](**options)
     except (TypeError, ValueError) as e:
-        known = ", ".join(inspect.signature(LOSSES[name]).parameters) or "none"
+        cls = LOSSES[name]
+        known = ", ".join(k for k in inspect.signature(cls).parameters if k not in cls.internal_options) or "none"
         raise ConfigError(f"bad option for loss {name}: {e}", fix=f"its options are: {known}") from None
 
 

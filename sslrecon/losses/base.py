@@ -42,6 +42,8 @@ class Loss(nn.Module):
     #: True when the risk is the loss's own per-pixel estimate (`predict_and_risk`) rather than SURE of `predict`:
     #: for test-time rules that are not differentiable in the measurement (recorruption by thinning).
     own_risk: ClassVar[bool] = False
+    #: Constructor arguments the tool sets itself (not `--loss-option`s: left out of the options a bad one lists).
+    internal_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def supports(cls, noise: NoiseModel) -> bool:

@@ -67,6 +67,7 @@ class _Learned(Loss):
 
     learns_noise = True
     models = None  # the noise model given only initialises the multipliers
+    internal_options = ("groups",)  # one set of multipliers per input file: `fit` passes the number of files
     _names: tuple[str, ...] = ()
 
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
