@@ -24,8 +24,9 @@ held for the first half of the run (the default), learning it from the first ste
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
     python benchmarks/denoise_pg.py --unsure [--json benchmarks/results/denoise_unsure.json]
-    python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
-        (rerun only the named Set12 methods and update their figures in that JSON)
+    python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...] \
+        [--only-fmd pg-unsure [...]]
+        (rerun only the named Set12 methods and FMD entries and update their figures in that JSON)
     python benchmarks/denoise_pg.py --methods "oracle (supervised)" "pg-unsure" [...] --fmd-losses pg-sure:finite=auto
         (a whole run of just these Set12 methods; an FMD entry LOSS:key=value,... runs LOSS with those options)
 """
@@ -272,6 +273,8 @@ def main() -> None:
     ap.add_argument("--unsure", action="store_true", help="only Gaussian unsure with and without its hold (see above)")
     ap.add_argument("--only", nargs="+", choices=[m[0] for m in SET12_METHODS], metavar="METHOD",
                     help="rerun just these Set12 methods (no FMD) and update their figures in the existing --json")
+    ap.add_argument("--only-fmd", nargs="+", metavar="LOSS",
+                    help="rerun just these FMD entries (as in --fmd-losses) and update them in the existing --json")
     ap.add_argument("--methods", nargs="+", choices=[ORACLE, *(m[0] for m in SET12_METHODS), GAUSSIAN_SURE],
                     metavar="METHOD", help="a whole run (new --json) of just these Set12 methods")
     args = ap.parse_args()
@@ -300,7 +303,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "rows": rows}, indent=2) + "\n")
         return
-    if args.only:
+    if args.only or args.only_fmd:
         update_rows(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -326,12 +329,19 @@ def main() -> None:
 
 def update_rows(args) -> None:
     """`--only`: rerun the named methods at each photon level and replace their entries (figure, start model,
-    learned model) in the rows of the existing JSON, leaving every other figure as it was measured."""
+    learned model) in the rows of the existing JSON, leaving every other figure as it was measured; `--only-fmd`: the
+    same for the named FMD entries."""
     doc = json.loads(args.json.read_text())
-    if doc["device"] != DEVICE or doc["steps"] != args.steps:
+    if doc["device"] != DEVICE or doc["steps"] != args.steps or (args.only_fmd and doc["fmd_steps"] != args.fmd_steps):
         raise SystemExit(f"{args.json} was measured with device {doc['device']}, {doc['steps']} steps: rerun it whole")
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = set12_table(args.photons, args.steps, Path(tmp), only=args.only)
+        fresh = set12_table(args.photons, args.steps, Path(tmp), only=args.only) if args.only else []
+        fmd = fmd_table(args.only_fmd, args.fmd_steps, Path(tmp)) if args.only_fmd else {}
+    for k, v in fmd.items():
+        if k != "noisy input":
+            doc["fmd"][k] = v
+    if fmd:
+        doc["fmd_updated"] = sorted(set(doc.get("fmd_updated", [])) | set(args.only_fmd))
     for new in fresh:
         row = next((r for r in doc["set12"] if r["photons"] == new["photons"]), None)
         if row is None:

@@ -97,6 +97,7 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
         for step in range(start, steps):
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(step, steps, lr)
+            loss.pace(cosine_lr(step, steps, 1.0))
             y, sources = sampler.sample(batch_size, g_data)
             y = y.to(device, non_blocking=True)
             with ctx:

@@ -60,6 +60,9 @@ from .pg import second_order_term, wants_second_order
 
 #: The share of a run's training steps for which the multipliers stay at their start (`hold_steps="auto"`).
 HOLD_FRACTION = 0.5
+#: `pg-unsure` started from a model without read noise: the read-noise multiplier's start, as a share of the shot
+#: noise's variance at the data's mean (a multiplicative ascent cannot leave 0).
+READ_START = 0.05
 
 
 class _Learned(Loss):
@@ -85,6 +88,7 @@ class _Learned(Loss):
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("ascents", torch.tensor(0))
         self.register_buffer("held", torch.tensor(0))  # training steps taken with the multipliers held at their start
+        self._pace = 1.0  # the training schedule's learning-rate factor for this step (`pace`)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.setdefault(prefix + "held", torch.tensor(0))  # a run from before the hold
@@ -104,6 +108,11 @@ class _Learned(Loss):
         `options()` records the number): `HOLD_FRACTION` of them."""
         if self.hold_steps == "auto":
             self.hold_steps = int(HOLD_FRACTION * steps)
+
+    def pace(self, factor: float) -> None:
+        """The ascent's step follows the network's learning rate: where the network can no longer move (the end of a
+        cosine schedule) a full-size ascent would keep climbing against a constraint only the network can meet."""
+        self._pace = float(factor)
 
     def initialise(self, noise: NoiseModel | list[NoiseModel] | None, y: torch.Tensor,
                    sources: list[int] | None = None) -> None:
@@ -186,7 +195,7 @@ class _Learned(Loss):
                 mean = torch.zeros(self.groups, device=idx.device).index_add_(0, idx, v.detach().float()) / count.clamp_min(1)
                 vel, param = getattr(self, f"{n}_velocity"), getattr(self, n)
                 vel[present] = self.momentum * vel[present] + (1 - self.momentum) * mean[present].clamp(-1, 1)
-                param[present] = param[present] * torch.exp(self.step * vel[present])
+                param[present] = param[present] * torch.exp(self.step * self._pace * vel[present])
 
     def _probe(self, model, y, noise: NoiseModel, generator):
         """`(f(y), b, J b)`: the output, a Rademacher probe and a finite-difference estimate of the Jacobian times it
@@ -280,6 +289,8 @@ class PgUnsure(_Learned):
             gain = 0.05 * float(y.var()) / max(float((y - offset).mean()), 1e-12)
             shot = gain * float((y - offset).mean())
             var = var - shot if var > 2 * shot else var
+        elif not var > 0:  # no read noise known (a Poisson estimate): the multiplier needs a start above 0, a small
+            var = READ_START * gain * float((y - offset).mean())  # share of the noise at the mean (not of the image)
         self.gain[k], self.offset[k] = gain, offset
         self.variance[k] = var if var > 0 else 0.05 * float(y.var())
 
