@@ -17,13 +17,18 @@ without a prior on the signal (on Set12, 300 steps: sigma +15 % at 25/255 and +3
 within 1 % of the truth). Since that term is the network's error, the ascent waits for a good network: for the
 first `hold_steps` training steps ("auto": `HOLD_FRACTION`, half of the run's steps, settled by `fit` and recorded;
 0 for a loss used outside a run) the multipliers stay at their start (the model given or estimated) and the
-Lagrangian is SURE with it; then they are learned to the end. On Set12 (300 steps, `benchmarks/denoise_pg.py`)
-the hold took `pg-unsure` from 11.5 / 20.4 / 25.4 dB to 13.2 / 21.4 / 25.6 at 1 / 5 / 30 photons (learned gain
-1.99 / 2.19 / 2.05 for the true 2, where the ascent from the first step ended at 2.46 / 2.33 / 2.10; `pg-sure`
-with the true model 13.2 / 21.8 / 27.3: at 30 photons the read-noise multiplier takes the error, 5.9 for 3), and
-`unsure` from 28.5 / 25.5 to 31.1 / 26.4 dB at 10 / 25 grey levels (`denoise_pg.py --unsure`; `sure --noise auto`
-31.98 / 26.95). Stopping instead (holding them after half of the run and training SURE with the
-overestimate) cost 1.1-2.6 dB. `learn_steps=N` stops the ascent after N ascent steps, after which the Lagrangian is
+Lagrangian is SURE with it; then they are learned to the end, the ascent's step scaled by the network's learning-rate
+schedule (`pace`, which `train` calls every step): at the end of a cosine schedule the network barely moves, and a
+full-size ascent kept climbing against a constraint only the network can meet (FMD frames, 300 steps: gains 2.6x,
+1.7x and 1.3x their estimates, 32.97 dB; paced, within 5 % of them and 35.69 dB, `pg-sure --noise auto` 35.76). On
+Set12 (300 steps, `benchmarks/denoise_pg.py`) `pg-unsure` scores 13.03 / 21.75 / 27.17 dB at 1 / 5 / 30 photons,
+`pg-sure` with the true model 13.24 / 21.79 / 27.34 (learned gain 2.01 / 2.08 / 2.12 for the true 2; learning from
+the first step, before the pace, ended at 2.46 / 2.33 / 2.10 and 11.5 / 20.4 / 25.4 dB). A start without read noise
+(a Poisson estimate) puts the read-noise multiplier at `READ_START` of the shot noise at the mean (a multiplicative
+ascent cannot leave 0; 5 % of the image's variance, as before, started it at 6.7 for a true 3 at 30 photons:
+25.61 dB, 26.57 with this start alone). `unsure` on the Set12 crops with white noise of 10 / 25 grey levels:
+31.89 / 27.02 dB (learned sigma 10.7 / 26.0), `sure --noise auto` 31.98 / 26.95, learning from the first step 27.34 /
+24.63 (`denoise_pg.py --unsure`). `learn_steps=N` stops the ascent after N ascent steps, after which the Lagrangian is
 SURE with the learned noise.
 
 Correlated noise (detector charge sharing, resampled or motion-corrected micrographs) needs the constraint to cover
