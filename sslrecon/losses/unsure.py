@@ -20,7 +20,9 @@ first `hold_steps` training steps ("auto": `HOLD_FRACTION`, half of the run's st
 Lagrangian is SURE with it; then they are learned to the end, the ascent's step scaled by the network's learning-rate
 schedule (`pace`, which `train` calls every step): at the end of a cosine schedule the network barely moves, and a
 full-size ascent kept climbing against a constraint only the network can meet (FMD frames, 300 steps: gains 2.6x,
-1.7x and 1.3x their estimates, 32.97 dB; paced, within 5 % of them and 35.69 dB, `pg-sure --noise auto` 35.76). On
+1.7x and 1.3x their estimates, 32.97 dB; paced, within 5 % of them and 35.69 dB, `pg-sure --noise auto` 35.76). The price is a slower correction of a
+wrong start (Set12, 5 photons, 300 steps, given gain 4 or 1 for the true 2: 3.64 / 1.10 paced, 2.88 / 1.49 at
+full step). On
 Set12 (300 steps, `benchmarks/denoise_pg.py`) `pg-unsure` scores 13.03 / 21.75 / 27.17 dB at 1 / 5 / 30 photons,
 `pg-sure` with the true model 13.24 / 21.79 / 27.34 (learned gain 2.01 / 2.08 / 2.12 for the true 2; learning from
 the first step, before the pace, ended at 2.46 / 2.33 / 2.10 and 11.5 / 20.4 / 25.4 dB). A start without read noise
