@@ -24,7 +24,7 @@ held for the first half of the run (the default), learning it from the first ste
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
     python benchmarks/denoise_pg.py --unsure [--json benchmarks/results/denoise_unsure.json]
-    python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...] \
+    python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
         [--only-fmd pg-unsure [...]]
         (rerun only the named Set12 methods and FMD entries and update their figures in that JSON)
     python benchmarks/denoise_pg.py --methods "oracle (supervised)" "pg-unsure" [...] --fmd-losses pg-sure:finite=auto
