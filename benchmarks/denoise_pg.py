@@ -22,6 +22,9 @@ With `--unsure`, only the Set12 crops with white Gaussian noise (10 and 25 grey 
 held for the first half of the run (the default), learning it from the first step, and `sure --noise auto`.
 
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
+    python benchmarks/denoise_pg.py --skip-set12 --fmd-losses pg-unsure --fmd-steps 2000 [--json ...]
+        (only the FMD table; for a loss that learns the noise, each frame's learned and estimated variance over
+        that of the frame against its 50-frame average, at the flatter half of its places: `agreement`)
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
     python benchmarks/denoise_pg.py --unsure [--json benchmarks/results/denoise_unsure.json]
     python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
@@ -52,6 +55,9 @@ from sslrecon.engine.train import cosine_lr
 from sslrecon.errors import ConfigError
 from sslrecon.losses import parse_options
 from sslrecon.models import UNet, UNetConfig
+from sslrecon.noise.estimate import analyze
+
+from noise_estimation import reference_variance_ratio
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEVICE = "cpu"
@@ -254,7 +260,24 @@ def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
         out[entry] = float(np.mean([psnr(clean[o.name], tifffile.imread(o), 255) for o in outs]))
         if "noise_learned" in doc:
             out[f"{entry} learned"] = doc["noise_learned"]
+            out[f"{entry} variance / reference"] = agreement(fmd, tmp / f"fmd_{i}_{loss}")
         print(json.dumps({entry: out[entry], "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+    return out
+
+
+def agreement(fmd: Path, run: Path) -> dict:
+    """Per frame, the learned and the starting (estimated) noise model's variance over that of the frame against its
+    50-frame average (`noise_estimation.reference_variance_ratio`, over the estimator's fitted span): the check
+    that a learned noise agrees with an independent estimate of it."""
+    cfg = json.loads((run / "config.json").read_text())
+    out = {}
+    for path, learned in cfg["noise_per_file"].items():
+        p = Path(path)
+        noisy, clean = tifffile.imread(p), tifffile.imread(fmd / "clean_avg50" / p.name)
+        fit = analyze([noisy]).fit
+        lo, hi = fit.bin_mean[fit.bin_used].min(), fit.bin_mean[fit.bin_used].max()
+        out[p.stem] = {k: reference_variance_ratio(noisy, clean, m["gain"], m.get("sigma", 0.0), m["offset"], lo, hi)
+                       for k, m in (("learned", learned), ("estimate", cfg["noise_initial_per_file"][path]))}
     return out
 
 
@@ -266,6 +289,7 @@ def main() -> None:
     ap.add_argument("--fmd-steps", type=int, default=300)
     ap.add_argument("--fmd-losses", nargs="+", default=["pg-sure", "pg-unsure", "gr2r-poisson", "sure"])
     ap.add_argument("--skip-fmd", action="store_true")
+    ap.add_argument("--skip-set12", action="store_true", help="only the FMD table")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (natural/Set12, fluorescence/fmd)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
@@ -307,20 +331,27 @@ def main() -> None:
         update_rows(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        rows = set12_table(args.photons, args.steps, Path(tmp), only=args.methods)
+        rows = [] if args.skip_set12 else set12_table(args.photons, args.steps, Path(tmp), only=args.methods)
         fmd = None if args.skip_fmd else fmd_table(args.fmd_losses, args.fmd_steps, Path(tmp))
-    methods = [k for k in rows[0] if not k.endswith(("model", "learned", "sigma", "alpha")) and k not in ("photons", "seconds")]
-    print(f"\nSet12, Poisson-Gaussian (gain {GAIN:g}, read noise {READ:g}, offset {OFFSET:g}), {args.steps} steps, PSNR (dB)")
-    print("| method | " + " | ".join(f"{r['photons']:g} photons" for r in rows) + " |")
-    print("|---|" + "---|" * len(rows))
-    for m in methods:
-        print(f"| {m} | " + " | ".join(f"{r[m]:.2f}" for r in rows) + " |")
+    if rows:
+        methods = [k for k in rows[0]
+                   if not k.endswith(("model", "learned", "sigma", "alpha")) and k not in ("photons", "seconds")]
+        print(f"\nSet12, Poisson-Gaussian (gain {GAIN:g}, read noise {READ:g}, offset {OFFSET:g}), {args.steps} steps, "
+              "PSNR (dB)")
+        print("| method | " + " | ".join(f"{r['photons']:g} photons" for r in rows) + " |")
+        print("|---|" + "---|" * len(rows))
+        for m in methods:
+            print(f"| {m} | " + " | ".join(f"{r[m]:.2f}" for r in rows) + " |")
     if fmd:
         print(f"\nFMD, 5 real frames, --noise auto, {args.fmd_steps} steps, PSNR vs clean_avg50 (dB)")
         print("| method | PSNR |\n|---|---|")
         for k, v in fmd.items():
             if not isinstance(v, dict):
                 print(f"| {k} | {v:.2f} |")
+        for k, v in fmd.items():
+            if k.endswith("variance / reference"):
+                print(f"\n{k} (per frame, learned / estimate): " + ", ".join(
+                    f"{name.removeprefix('Confocal_')} {r['learned']:.2f} / {r['estimate']:.2f}" for name, r in v.items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "network": NET, "noise": {"gain": GAIN, "read": READ,
                                      "offset": OFFSET}, "set12": rows, "fmd_steps": args.fmd_steps, "fmd": fmd},

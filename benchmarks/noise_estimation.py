@@ -197,24 +197,42 @@ def real_table() -> list[dict]:
     return rows
 
 
-def reference_gain(noisy: np.ndarray, clean: np.ndarray, lo: float, hi: float, frames: int = 50) -> float:
-    """An independent gain: the slope of the variance of `noisy - clean` (the clean image an average of `frames`
-    frames, whose own noise adds 1/frames of the variance) against the clean value, over the clean grey levels in
-    [lo, hi] (the brightness span the estimator fitted: these frames' variance is not one line over the whole
-    range) with at least 20 pixels, away from the 8-bit floor and saturation (weighted by their counts). Only the
-    flatter half of the clean image's places count (3 x 3 mean's gradient against the shot-noise sd): the single
-    frame and the average are not perfectly registered, and at edges the residual carries structure (over every
-    place, BPAE_R's residual has lag-1 correlation 0.27 and its slope reads 5.99; over the flatter half 0.09)."""
+def reference_places(noisy: np.ndarray, clean: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Where a frame's noise is read against its average `clean`: clean grey levels in [lo, hi] (the brightness span
+    the estimator fitted: these frames' variance is not one line over the whole range), away from the 8-bit floor
+    and saturation, and only the flatter half of the clean image's places (3 x 3 mean's gradient against the
+    shot-noise sd): the single frame and the average are not perfectly registered, and at edges the residual
+    carries structure (over every place, BPAE_R's residual has lag-1 correlation 0.27 and its slope reads 5.99;
+    over the flatter half 0.09)."""
     y, c = noisy.astype(np.float64), clean.astype(np.float64)
     gy, gx = np.gradient(_box_mean_same(c, 3))
     rough = np.hypot(gx, gy) / np.sqrt(np.maximum(c, 1.0))
     ok = (y > y.min()) & (y < 255) & (c > c.min()) & (c >= lo) & (c <= hi)
-    ok &= rough <= np.median(rough[ok])
+    return ok & (rough <= np.median(rough[ok]))
+
+
+def reference_gain(noisy: np.ndarray, clean: np.ndarray, lo: float, hi: float, frames: int = 50) -> float:
+    """An independent gain: the slope of the variance of `noisy - clean` (the clean image an average of `frames`
+    frames, whose own noise adds 1/frames of the variance) against the clean value at the `reference_places`, over
+    the grey levels with at least 20 pixels (weighted by their counts)."""
+    y, c = noisy.astype(np.float64), clean.astype(np.float64)
+    ok = reference_places(y, c, lo, hi)
     r = y - c
     levels = [v for v in np.unique(c[ok]) if (ok & (c == v)).sum() >= 20]
     var = [r[ok & (c == v)].var() for v in levels]
     n = [(ok & (c == v)).sum() for v in levels]
     return float(np.polyfit(levels, var, 1, w=np.sqrt(n))[0] / (1 + 1 / frames))
+
+
+def reference_variance_ratio(noisy: np.ndarray, clean: np.ndarray, gain: float, sigma: float, offset: float,
+                             lo: float, hi: float, frames: int = 50) -> float:
+    """A Poisson-Gaussian model's mean variance at the `reference_places` (`gain * (clean - offset) + sigma^2`)
+    over the mean square of `noisy - clean` there (less the average's own 1/frames): 1 where the model agrees
+    with the frame's noise."""
+    y, c = noisy.astype(np.float64), clean.astype(np.float64)
+    ok = reference_places(y, c, lo, hi)
+    model = gain * np.maximum(c[ok] - offset, 0) + sigma**2
+    return float(model.mean() / (((y - c)[ok] ** 2).mean() / (1 + 1 / frames)))
 
 
 def _summary(rep) -> dict:

@@ -147,6 +147,8 @@ def test_multipliers_are_state_that_only_training_moves():
         for bad in (-1, 2.5, True, "half"):
             with pytest.raises(ConfigError, match="hold_steps"):
                 build_loss(name, hold_steps=bad)
+            with pytest.raises(ConfigError, match="room_steps"):
+                build_loss(name, room_steps=bad)
         # a second initialise (e.g. after --resume restored the state) keeps the learned values
         learned = loss.state_dict()["variance"].clone()
         loss.initialise(Gaussian(5.0), y)
@@ -205,6 +207,28 @@ def test_the_ascent_slows_with_the_learning_rate():
         loss(net, y, Denoising(Gaussian(0.3)), generator=torch.Generator().manual_seed(0))
         moves.append(float(np.log(float(loss.variance[0]) / before)))
     assert moves[0] != 0 and moves[1] == pytest.approx(0.1 * moves[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("room_steps", [300, 0])
+def test_a_longer_run_gives_the_ascent_the_room_of_a_shorter_one(room_steps):
+    """Planned for 2000 steps, the ascent takes steps `room_steps / 2000` the size of a 300-step run's (equal where
+    `room_steps=0`), so the multipliers cannot wander further in the longer run (FMD frames: by run-to-run chance,
+    0.6x to 2x the estimated variance at 2000 steps with full-size steps)."""
+    y = 0.5 + _scene() + 0.1 * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(3))
+    moves = []
+    for steps in (300, 2000):
+        torch.manual_seed(0)
+        net = UNet(UNetConfig(width=8, depth=2))
+        loss = build_loss("unsure", hold_steps=0, momentum=0.0, room_steps=room_steps)
+        loss.plan(steps)
+        loss.initialise(Gaussian(0.3), y)
+        loss.pace(1.0)
+        before = float(loss.variance[0])
+        loss(net, y, Denoising(Gaussian(0.3)), generator=torch.Generator().manual_seed(0))
+        moves.append(float(np.log(float(loss.variance[0]) / before)))
+    ratio = room_steps / 2000 if room_steps else 1.0
+    assert moves[0] != 0 and moves[1] == pytest.approx(ratio * moves[0], rel=1e-4)
+    assert loss.options()["room_steps"] == room_steps
 
 
 def test_fit_paces_the_loss_with_its_learning_rate_schedule(tiny_data, tmp_path, capsys, monkeypatch):

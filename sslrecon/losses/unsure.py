@@ -22,7 +22,11 @@ schedule (`pace`, which `train` calls every step): at the end of a cosine schedu
 full-size ascent kept climbing against a constraint only the network can meet (FMD frames, 300 steps: gains 2.6x,
 1.7x and 1.3x their estimates, 32.97 dB; paced, within 5 % of them and 35.69 dB, `pg-sure --noise auto` 35.76). The price is a slower correction of a
 wrong start (Set12, 5 photons, 300 steps, given gain 4 or 1 for the true 2: 3.64 / 1.10 paced, 2.88 / 1.49 at
-full step). On
+full step). A run longer than `room_steps` (`ROOM_STEPS`, 300) scales the ascent's step by `room_steps / steps`, so
+its multipliers get the room of a 300-step run and no more: with full-size steps, 2000-step runs on the FMD frames
+wandered far from the estimates and by chance (two runs of the same code, 1 or 2 CPU threads: learned variance
+0.64-1.26x and 1.62-2.86x the reference of the 50-frame averages, 33.69 / 32.36 dB); with the room of 300 steps, 0.87-1.41x
+(the estimates' own 0.90-1.36x) and 34.74 dB (`room_steps=0` lifts the limit). On
 Set12 (300 steps, `benchmarks/denoise_pg.py`) `pg-unsure` scores 13.03 / 21.75 / 27.17 dB at 1 / 5 / 30 photons,
 `pg-sure` with the true model 13.24 / 21.79 / 27.34 (learned gain 2.01 / 2.08 / 2.12 for the true 2; learning from
 the first step, before the pace, ended at 2.46 / 2.33 / 2.10 and 11.5 / 20.4 / 25.4 dB). A start without read noise
@@ -70,6 +74,13 @@ HOLD_FRACTION = 0.5
 #: `pg-unsure` started from a model without read noise: the read-noise multiplier's start, as a share of the shot
 #: noise's variance at the data's mean (a multiplicative ascent cannot leave 0).
 READ_START = 0.05
+#: `room_steps`' default: a longer run scales its ascent's step down so that the multipliers move no further than in a
+#: run of this many steps (`plan`).
+ROOM_STEPS = 300
+
+
+def _whole(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
 class _Learned(Loss):
@@ -81,13 +92,15 @@ class _Learned(Loss):
     _names: tuple[str, ...] = ()
 
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
-                 learn_steps: int | None = None, hold_steps: int | str = "auto"):
+                 learn_steps: int | None = None, hold_steps: int | str = "auto", room_steps: int = ROOM_STEPS):
         super().__init__()
-        if not (hold_steps == "auto" or (isinstance(hold_steps, int) and not isinstance(hold_steps, bool)
-                                         and hold_steps >= 0)):
+        if not (hold_steps == "auto" or _whole(hold_steps)):
             raise ValueError(f"hold_steps is a whole number of training steps or auto, not {hold_steps!r}")
+        if not _whole(room_steps):
+            raise ValueError(f"room_steps is a whole number of training steps (0: no limit), not {room_steps!r}")
         self.tau, self.step, self.momentum, self.groups, self.learn_steps = tau, step, momentum, groups, learn_steps
-        self.hold_steps = hold_steps
+        self.hold_steps, self.room_steps = hold_steps, room_steps
+        self._room = 1.0  # the share of `step` a run of planned length takes (`plan`); 1 for a loss used outside one
         for n in self._names:
             self.register_buffer(n, torch.zeros(groups))
             self.register_buffer(f"{n}_velocity", torch.zeros(groups))
@@ -108,18 +121,20 @@ class _Learned(Loss):
 
     def options(self):
         return {"tau": self.tau, "step": self.step, "momentum": self.momentum, "groups": self.groups,
-                "learn_steps": self.learn_steps, "hold_steps": self.hold_steps}
+                "learn_steps": self.learn_steps, "hold_steps": self.hold_steps, "room_steps": self.room_steps}
 
     def plan(self, steps: int) -> None:
-        """Settle `hold_steps="auto"` for a run of `steps` training steps (`fit` and `finetune` call this, so that
-        `options()` records the number): `HOLD_FRACTION` of them."""
+        """Fit the run's length, `steps` training steps (`fit` and `finetune` call this): settle `hold_steps="auto"`
+        (`HOLD_FRACTION` of them; `options()` records the number), and scale the ascent's step by `room_steps / steps`
+        where the run is longer than `room_steps`, so that its multipliers get the room of a `room_steps`-step run."""
         if self.hold_steps == "auto":
             self.hold_steps = int(HOLD_FRACTION * steps)
+        self._room = min(1.0, self.room_steps / steps) if self.room_steps else 1.0
 
     def pace(self, factor: float) -> None:
         """The ascent's step follows the network's learning rate: where the network can no longer move (the end of a
         cosine schedule) a full-size ascent would keep climbing against a constraint only the network can meet."""
-        self._pace = float(factor)
+        self._pace = float(factor) * self._room
 
     def initialise(self, noise: NoiseModel | list[NoiseModel] | None, y: torch.Tensor,
                    sources: list[int] | None = None) -> None:
@@ -275,8 +290,8 @@ class PgUnsure(_Learned):
 
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
                  learn_steps: int | None = None, second_order: bool | str = "auto", tau2: float = 0.2,
-                 hold_steps: int | str = "auto"):
-        super().__init__(tau, step, momentum, groups, learn_steps, hold_steps)
+                 hold_steps: int | str = "auto", room_steps: int = ROOM_STEPS):
+        super().__init__(tau, step, momentum, groups, learn_steps, hold_steps, room_steps)
         self.second_order, self.tau2 = second_order, tau2
         self.register_buffer("offset", torch.zeros(groups))
 
