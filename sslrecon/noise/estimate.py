@@ -757,11 +757,13 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
         if keep.sum() < 3:
             raise ValueError("too little of the data lies away from the clipping levels to fit noise")
         used = keep
-    # fit on one half of the area, score on the other, then fit the model on all of it
+    # fit on one half of the area (its bins that hold patches), score on the other (likewise: a 512 x 512 frame clipped
+    # at its floor kept 3 of 4 patch bins, the brightest empty in one half), then fit the model on all of it
     mu0, var0, cnt0 = bins(0)
     mu1, var1, cnt1 = bins(1)
-    u = used & (cnt0 > 0) & (cnt1 > 0)
-    r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u], var0[u], cnt0[u])) if u.sum() >= 3 else float("nan")
+    u0, u = used & (cnt0 > 0), used & (cnt1 > 0)
+    r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u0], var0[u0], cnt0[u0])) \
+        if u0.sum() >= 2 and u.sum() >= 2 and u0.sum() + u.sum() >= 5 else float("nan")
     a, b = _wls(mu[used], var[used], cnt[used])
     fitted = pl.mean[ok]
     lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
@@ -839,13 +841,16 @@ def _covariance(acf: np.ndarray, block: int) -> np.ndarray:
 @dataclass
 class Correlation:
     """Noise autocorrelation from flat blocks: over all of them (`acf`) and, to tell correlated noise
-    from texture, the lag-1 correlation within each brightness tercile (`lag1_terciles`) and in the
-    quieter half of the blocks against what stationary noise of this correlation gives (`quiet_z`)."""
+    from texture, the lag-1 correlation within each brightness tercile (`lag1_terciles`), in the
+    quieter half of the blocks against what stationary noise of this correlation gives (`quiet_z`) and,
+    where the noise follows the signal, its rise from the darkest tercile to the brightest (`rise_z`, the larger
+    of the two directions')."""
 
     acf: np.ndarray
     lag1_terciles: list[float]
     blocks: int
     quiet_z: float | None = None
+    rise_z: float | None = None
 
     @property
     def lag1(self) -> float:
@@ -868,11 +873,23 @@ class Correlation:
         """Whether the correlation fades in the quietest blocks, as texture left in flat places does."""
         return self.quiet_z is not None and self.quiet_z < -QUIET_Z
 
+    @property
+    def rises(self) -> bool:
+        """Whether the correlation rises with the brightness of noise that follows the signal, as texture's does
+        there (`acf` is then the darkest tercile's)."""
+        return self.rise_z is not None and self.rise_z > RISE_Z
+
 
 MIN_CORR_BLOCKS = 30  # per brightness tercile (a 256 x 256 image gives 90 flat blocks)
 QUIET_Z = 3.0          # standard errors by which the quieter blocks' correlation may fall short of stationary noise's
 QUIET_SIMULATED = 4000  # blocks of simulated noise for the stationary expectation
 QUIET_BOOTSTRAP = 200
+#: standard errors by which, for noise whose level follows the signal, the brightest tercile's lag-1 correlation (in
+#: either direction) may exceed the darkest's before the correlation is taken from the darkest alone: stationary
+#: correlated noise gives the same at every brightness, while texture left in flat places adds a share of a place's
+#: variance that grows with the signal there (FMD BPAE_G: vertical 0.06 -> 0.22 before unbiasing, 4.6 standard
+#: errors, horizontal flat; its residual against the 50-frame average has lag-1 0.15 / 0.11)
+RISE_Z = 3.0
 
 
 def _quiet_shortfall(prod: np.ndarray, frame: np.ndarray) -> float:
@@ -904,6 +921,23 @@ def _quiet_z(prod: np.ndarray, frame: np.ndarray, acf: np.ndarray, R: np.ndarray
     return (_quiet_shortfall(prod, frame) - expected) / max(float(np.std(boot)), 1e-12)
 
 
+def _rise_z(prod: np.ndarray, dark: np.ndarray, bright: np.ndarray) -> float:
+    """How many bootstrap standard errors the lag-1 normalised product of the `bright` blocks exceeds that of the
+    `dark` ones, in the direction where it does most (the plane removal biases both alike, so their difference
+    needs no unbiasing)."""
+    v = prod[:, LAGS, LAGS]
+    rng = np.random.default_rng(0)
+    draws = [p[rng.integers(0, len(p), (QUIET_BOOTSTRAP, len(p)))] for p in (dark, bright)]
+    z = []
+    for l1 in (prod[:, LAGS, LAGS + 1], prod[:, LAGS + 1, LAGS]):
+        def ratio(i):
+            return l1[i].mean(-1) / v[i].mean(-1)
+
+        se = float(np.std(ratio(draws[1]) - ratio(draws[0])))
+        z.append((ratio(bright) - ratio(dark)) / max(se, 1e-12))
+    return float(max(z))
+
+
 def _lag_products(r: np.ndarray, block: int) -> np.ndarray:
     """Mean product at every lag up to LAGS, per block: (n, 2*LAGS+1, 2*LAGS+1)."""
     k = 2 * LAGS + 1
@@ -930,7 +964,8 @@ def _unbias(obs: np.ndarray, R: np.ndarray, block: int) -> np.ndarray:
     return np.clip(acf, -1.0, 1.0)
 
 
-def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: int = 8) -> Correlation:
+def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: int = 8,
+                follows_signal: bool = False) -> Correlation:
     """Noise autocorrelation (2*LAGS+1 square, centre 1) from the flattest 8x8 blocks.
 
     Blocks are ranked by the gradient energy of the 2-pixel ring around them relative to the noise
@@ -939,7 +974,8 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
     least-squares plane is removed from each (smooth shading), residuals are divided by the
     predicted noise sd (`variance_of(mean)`) and products at each lag averaged. Removing the plane
     biases those averages in a way that depends only on the true correlation, which is recovered
-    by a few fixed-point steps through the exact bias."""
+    by a few fixed-point steps through the exact bias. `follows_signal`: `variance_of` grows with the
+    signal, so a correlation that rises with brightness is texture's (`rise_z`)."""
     R = _plane_residual_operator(block)
     products, levels = [], []
     for f in frames:
@@ -973,14 +1009,18 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
     prod, lev = np.concatenate(products), np.concatenate(levels)
     frame = np.concatenate([np.full(len(p), k) for k, p in enumerate(products)])
     acf = _unbias(prod.mean(0), R, block)
-    terciles, quiet = [], None
+    terciles, quiet, rise = [], None, None
     if len(prod) >= 3 * MIN_CORR_BLOCKS:
-        for part in np.array_split(np.argsort(lev, kind="stable"), 3):
+        parts = np.array_split(np.argsort(lev, kind="stable"), 3)
+        for part in parts:
             t = _unbias(prod[part].mean(0), R, block)
             terciles.append(float(max(abs(t[LAGS, LAGS + 1]), abs(t[LAGS + 1, LAGS]))))
         if min(terciles) > CORR_THRESHOLD:  # a candidate: is it texture?
+            rise = _rise_z(prod, parts[0], parts[-1]) if follows_signal else None
+            if rise is not None and rise > RISE_Z:  # the brighter blocks' texture: the darkest third's correlation
+                acf = _unbias(prod[parts[0]].mean(0), R, block)
             quiet = _quiet_z(prod, frame, acf, R, block)
-    return Correlation(acf, terciles, len(prod), quiet)
+    return Correlation(acf, terciles, len(prod), quiet, rise)
 
 
 def subband_factors(acf: np.ndarray) -> tuple[float, float]:
@@ -1150,6 +1190,7 @@ class NoiseReport:
                             "lag1_by_brightness_tercile": self.correlation.lag1_terciles,
                             "blocks": self.correlation.blocks, "significant": self.correlation.significant,
                             "quiet_blocks_z": self.correlation.quiet_z,
+                            "brightness_rise_z": self.correlation.rise_z,
                             "autocorrelation": acf.round(4).tolist()},
             "dark_level_third_cumulant": self.dark.to_dict() if self.dark is not None else None,
             "notes": list(self.notes),
@@ -1183,7 +1224,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         fit, failure = mean_variance(frames, clip, None, pl), None
     except ValueError as e:  # strongly correlated noise can defeat the white-noise texture test
         fit, failure = None, e
-    corr = correlation(frames, fit.predict if fit is not None else flat, clip)
+    corr = correlation(frames, fit.predict if fit is not None else flat, clip,
+                       follows_signal=fit is not None and _follows_signal(fit))
     decide = None
     if corr.significant:  # refit with the correlation: the patch fit measures the levels, while the HH fit, which
         # counts every flat place, decides whether they follow the signal (on the raw EPU micrograph the patches' slope
@@ -1195,6 +1237,10 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             failure = failure or e
     if fit is None:
         notes.append(f"no mean-variance fit: {failure}")
+    if corr.rises:
+        lo, hi = corr.lag1_terciles[0], corr.lag1_terciles[-1]
+        notes.append(f"lag-1 correlation rising with brightness, from {lo:.2f} to {hi:.2f} ({corr.rise_z:.1f} standard "
+                     "errors), as texture's does where the noise follows the signal: the darkest third's taken")
     if corr.significant:
         notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
     elif corr.texture:
@@ -1204,9 +1250,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         notes.append(f"lag-1 correlation {corr.lag1:.2f} overall but not at every brightness: taken as texture")
     if fit is not None:
         test = decide if decide is not None else fit
-        v_lo, v_hi = test.predict(test.mean_lo), test.predict(test.mean_hi)
-        growth = v_hi / max(v_lo, 1e-300) if v_hi > 0 and v_lo > 0 else (np.inf if v_hi > 0 else 0.0)
-        if test.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and test.slope >= SLOPE_Z * test.slope_se)):
+        if _follows_signal(test):
             fit = fit if fit.slope > 0 else test
             # the stencil's cumulant factors hold for independent pixels: not where neighbours correlate at all (FMD's
             # lag-1 0.2-0.36 put BPAE_R's level at 11.6 +- 1.5 where its clean reference gives 5.1)
@@ -1235,6 +1279,14 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             return NoiseReport(model, "correlated", clip, fit, corr, notes)
     g = estimate_gaussian(frames)
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
+
+
+def _follows_signal(fit: MeanVarianceFit) -> bool:
+    """Whether the fitted variance grows with the signal: by `SLOPE_RATIO` over the brightness range, or by
+    `MIN_GROWTH` with a slope `SLOPE_Z` standard errors from zero."""
+    v_lo, v_hi = fit.predict(fit.mean_lo), fit.predict(fit.mean_hi)
+    growth = v_hi / max(v_lo, 1e-300) if v_hi > 0 and v_lo > 0 else (np.inf if v_hi > 0 else 0.0)
+    return fit.slope > 0 and (growth >= SLOPE_RATIO or (growth >= MIN_GROWTH and fit.slope >= SLOPE_Z * fit.slope_se))
 
 
 def _signal_dependent(a: float, b: float, offset: float | None, notes: list[str]) -> NoiseModel:
