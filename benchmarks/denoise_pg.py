@@ -10,8 +10,8 @@ default (the second-order term below 100 counts per pixel), with the photon remo
 counts (`finite=auto`; also with `--noise auto`) and with the first-order term only. Gaussian `sure` is run at
 0.6 and 1.0 times the root-mean-square noise level and the better one is reported (a choice no user could make).
 
-FMD: the five real confocal frames with `--noise auto`, PSNR against clean_avg50 (range 255), `--fmd-steps` steps
-with the default network (as `benchmarks/denoise_fmd.py`).
+FMD: the five real confocal frames with `--noise auto`, PSNR against clean_avg50 (range 255), their mean and each
+frame's, `--fmd-steps` steps with the default network (as `benchmarks/denoise_fmd.py`).
 
 With `--correlated`, only Set12 at 30 photons with the same level but correlated noise (a plus-shaped kernel:
 lag-1 correlation 0.50 and 0.26), drawn from `corr:...,gain=...` with seed 0: `sure` with the correlated model
@@ -257,7 +257,8 @@ def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
         options = parse_options([o for o in given.split(",") if o])
         t0 = time.perf_counter()
         doc, outs = self_supervised(fmd / "noisy_raw", tmp / f"fmd_{i}_{loss}", loss, "auto", steps, options, net={})
-        out[entry] = float(np.mean([psnr(clean[o.name], tifffile.imread(o), 255) for o in outs]))
+        scores = {o.stem: float(psnr(clean[o.name], tifffile.imread(o), 255)) for o in outs}
+        out[entry], out[f"{entry} per frame"] = float(np.mean(list(scores.values()))), scores
         if "noise_learned" in doc:
             out[f"{entry} learned"] = doc["noise_learned"]
             out[f"{entry} variance / reference"] = agreement(fmd, tmp / f"fmd_{i}_{loss}")
@@ -349,6 +350,8 @@ def main() -> None:
             if not isinstance(v, dict):
                 print(f"| {k} | {v:.2f} |")
         for k, v in fmd.items():
+            if k.endswith("per frame"):
+                print(f"{k}: " + ", ".join(f"{name.removeprefix('Confocal_')} {d:.2f}" for name, d in v.items()))
             if k.endswith("variance / reference"):
                 print(f"\n{k} (per frame, learned / estimate): " + ", ".join(
                     f"{name.removeprefix('Confocal_')} {r['learned']:.2f} / {r['estimate']:.2f}" for name, r in v.items()))

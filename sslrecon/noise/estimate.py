@@ -91,8 +91,8 @@ CORR_THRESHOLD = 0.1   # |rho| at lag 1 above which noise is called correlated
 #: for signal-dependent noise, the lag-1 correlation at every brightness above which the model keeps it
 #: (Poisson-Gaussian level, the kernel's correlation); below it the white model stands. The EPU micrograph
 #: (0.55) is above; the FMD frames (0.17-0.33, mostly texture: their residuals against the 50-frame average have
-#: lag-1 0.05-0.09 in flat places), where the white-model losses measured best (gr2r-poisson 35.79 dB, pg-sure
-#: 35.76), are below
+#: lag-1 0.05-0.09 in flat places), where the white-model losses measured best (gr2r-poisson 35.85 dB, pg-sure
+#: 35.98), are below
 CORR_PG_THRESHOLD = 0.3
 SLOPE_RATIO = 1.5      # variance growth over the brightness range that signals signal dependence,
 MIN_GROWTH, SLOPE_Z = 1.1, 8.0  # or a smaller growth with a slope this many standard errors from zero
