@@ -34,9 +34,12 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   have a variance many times its own.
 - `correlation(frames, variance_of, clip)`: the noise autocorrelation at lags up to 2 from flat
   8x8 blocks (flat by the gradient energy of the ring around them, so fine texture nearby rules a
-  block out), each normalised by its predicted noise level. Correlated noise makes HH under-read
-  the marginal variance by `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, and the patches' noise-only
-  directions `b` (the highest frequencies, which correlation weakens most) by the mean of `b' C b`
+  block out), each normalised by its predicted noise level. Where that level follows the signal, a
+  correlation that rises from the darkest third of the blocks (by brightness) to the brightest is
+  texture's, whose share of a flat place's variance grows with the signal, and the darkest third's is
+  taken (FMD BPAE_G: the gain ran 38 % high from the whole correlation's correction). Correlated
+  noise makes HH under-read the marginal variance by `1 - rho_h - rho_v + (rho_d + rho_a) / 2`, and
+  the patches' noise-only directions `b` (the highest frequencies, which correlation weakens most) by the mean of `b' C b`
   (C the patch correlation the autocorrelation gives); the fit divides both out, and scales the
   rings' flatness threshold by the noise's lag-1 gradient factor. There the HH fit, which counts
   every flat place over a wider brightness span, decides whether the variance follows the signal,
