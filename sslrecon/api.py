@@ -127,33 +127,35 @@ def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[N
     given = parse_noise(spec)
     if not isinstance(given, AutoNoise):
         return file_model(given), [file_noise(given, img) for img in images]
-    reports = [_file_report(img, given.offset) for img in images]
-    # one file: its own estimate is the pooled one
-    pooled = analyze_noise(_sample_frames(images), offset=given.offset, evidence=False) if len(images) > 1 else None
-    if pooled is not None and one_session(reports, pooled):
-        return pooled.model, [pooled.model] * len(images)
-    per_file = [_own_noise(r, img) for r, img in zip(reports, images)]
+    pooled, per_file = _auto_noise(given, images, [img.n_frames for img in images])
     return (file_model(per_file[0]) if pooled is None else pooled.model), per_file
 
 
-def _auto_noise_by_path(given: AutoNoise, paths: list[Path],
-                        shapes: list[tuple[int, tuple[int, int]]]) -> dict[Path, NoiseModel | PerFrame]:
-    """`--noise auto` at reconstruction and validation, as `fit` takes it (`noise_models`) but with one file open at
-    a time: the pooled model for every file where their noise is one detector's (`one_session`), else each file's
-    own. Single textured images read the gain up to 35 % off where the pooled frames read it within 2 %."""
-    slots = set(_spread([(i, j) for i, (n, _) in enumerate(shapes) for j in range(n)]))
-    reports, own, samples = [], {}, []
-    for i, p in enumerate(paths):
+def _auto_noise(given: AutoNoise, images: Iterable[ImageFile],
+                n_frames: list[int]) -> tuple[NoiseReport | None, list[NoiseModel | PerFrame]]:
+    """`--noise auto` for a set of files (`images`, which may be opened one at a time as they are iterated;
+    `n_frames`, each file's frame count): the pooled report (over frames spread across all of them; None for one file,
+    whose own estimate is the pooled one) and each file's model, the pooled one where their noise is one detector's
+    (`one_session`), else its own. Single textured images read the gain up to 35 % off where the pooled frames read it
+    within 2 %."""
+    slots = set(_spread([(i, j) for i, n in enumerate(n_frames) for j in range(n)]))
+    reports, own, samples = [], [], []
+    for i, img in enumerate(images):
+        reports.append(_file_report(img, given.offset))
+        own.append(_own_noise(reports[-1], img))
+        if len(n_frames) > 1:
+            samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in slots)
+    pooled = analyze_noise(samples, offset=given.offset, evidence=False) if samples else None
+    if pooled is not None and one_session(reports, pooled):
+        return pooled, [pooled.model] * len(own)
+    return pooled, own
+
+
+def _opened(paths: list[Path]) -> Iterator[ImageFile]:
+    """Each input opened in turn, closed before the next."""
+    for p in paths:
         with open_image(p) as img:
-            reports.append(_file_report(img, given.offset))
-            own[p.resolve()] = _own_noise(reports[-1], img)
-            if len(paths) > 1:  # one file: its own estimate is the pooled one
-                samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in slots)
-    if samples:
-        pooled = analyze_noise(samples, offset=given.offset, evidence=False)
-        if one_session(reports, pooled):
-            return dict.fromkeys(own, pooled.model)
-    return own
+            yield img
 
 
 def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None, paths: list[Path],
@@ -161,8 +163,9 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
     """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` estimates it over
     all the inputs, `_auto_noise_by_path`), else the model the run recorded: the file's own when it was trained on
     (a per-frame model only while the file still has that many frames), else the run's."""
-    if isinstance(override, AutoNoise):
-        estimated = _auto_noise_by_path(override, paths, shapes)
+    if isinstance(override, AutoNoise):  # as `fit` takes it, with one file open at a time
+        _, models = _auto_noise(override, _opened(paths), [n for n, _ in shapes])
+        estimated = {p.resolve(): m for p, m in zip(paths, models)}
         return lambda img: estimated[Path(img.path).resolve()]
     if override is not None:
         return lambda img: file_noise(override, img)
