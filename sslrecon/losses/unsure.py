@@ -25,8 +25,9 @@ wrong start (Set12, 5 photons, 300 steps, given gain 4 or 1 for the true 2: 3.64
 full step). A run longer than `room_steps` (`ROOM_STEPS`, 300) scales the ascent's step by `room_steps / steps`, so
 its multipliers get the room of a 300-step run and no more: with full-size steps, 2000-step runs on the FMD frames
 wandered far from the estimates and by chance (two runs of the same code, 1 or 2 CPU threads: learned variance
-0.64-1.26x and 1.62-2.86x the reference of the 50-frame averages, 33.69 / 32.36 dB); with the room of 300 steps, 0.87-1.41x
-(the estimates' own 0.90-1.36x) and 34.74 dB (`room_steps=0` lifts the limit). On
+0.64-1.26x and 1.62-2.86x the reference of the 50-frame averages, 33.69 / 32.36 dB); with the room of 300 steps,
+0.94-1.18x (the estimates' own 0.90-1.01x) and 34.80 dB, `pg-sure --noise auto` 35.60 (`room_steps=0` lifts the
+limit). On
 Set12 (300 steps, `benchmarks/denoise_pg.py`) `pg-unsure` scores 13.03 / 21.75 / 27.17 dB at 1 / 5 / 30 photons,
 `pg-sure` with the true model 13.24 / 21.79 / 27.34 (learned gain 2.01 / 2.08 / 2.12 for the true 2; learning from
 the first step, before the pace, ended at 2.46 / 2.33 / 2.10 and 11.5 / 20.4 / 25.4 dB). A start without read noise
