@@ -161,7 +161,7 @@ def _opened(paths: list[Path]) -> Iterator[ImageFile]:
 def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None, paths: list[Path],
                     shapes: list[tuple[int, tuple[int, int]]]):
     """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` estimates it over
-    all the inputs, `_auto_noise_by_path`), else the model the run recorded: the file's own when it was trained on
+    all the inputs, `_auto_noise`), else the model the run recorded: the file's own when it was trained on
     (a per-frame model only while the file still has that many frames), else the run's."""
     if isinstance(override, AutoNoise):  # as `fit` takes it, with one file open at a time
         _, models = _auto_noise(override, _opened(paths), [n for n, _ in shapes])
