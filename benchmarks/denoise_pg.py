@@ -57,7 +57,7 @@ from sslrecon.losses import parse_options
 from sslrecon.models import UNet, UNetConfig
 from sslrecon.noise.estimate import analyze
 
-from noise_estimation import reference_variance_ratio
+from noise_estimation import fitted_span, reference_variance_ratio
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEVICE = "cpu"
@@ -275,8 +275,7 @@ def agreement(fmd: Path, run: Path) -> dict:
     for path, learned in cfg["noise_per_file"].items():
         p = Path(path)
         noisy, clean = tifffile.imread(p), tifffile.imread(fmd / "clean_avg50" / p.name)
-        fit = analyze([noisy]).fit
-        lo, hi = fit.bin_mean[fit.bin_used].min(), fit.bin_mean[fit.bin_used].max()
+        lo, hi = fitted_span(analyze([noisy]))
         out[p.stem] = {k: reference_variance_ratio(noisy, clean, m["gain"], m.get("sigma", 0.0), m["offset"], lo, hi)
                        for k, m in (("learned", learned), ("estimate", cfg["noise_initial_per_file"][path]))}
     return out

@@ -185,16 +185,22 @@ def real_table() -> list[dict]:
     rows.append({"data": "FMD (5 frames pooled)", **_summary(analyze(frames))})
     for p, f in zip(fmd, frames):
         rep = analyze([f])
-        span = rep.fit.bin_mean[rep.fit.bin_used]
-        rows.append({"data": f"FMD {p.stem}", **_summary(rep), "fitted_span": [float(span.min()), float(span.max())],
+        lo, hi = fitted_span(rep)
+        rows.append({"data": f"FMD {p.stem}", **_summary(rep), "fitted_span": [lo, hi],
                      "reference_gain": reference_gain(f, tifffile.imread(p.parent.parent / "clean_avg50" / p.name),
-                                                      span.min(), span.max())})
+                                                      lo, hi)})
     with mrcfile.open(DATA / "cryoem" / "micrographs" / "epu2.9_example_center1536.mrc", permissive=True) as m:
         epu = np.asarray(m.data, dtype=np.float64)
     rep = analyze([epu])
     rows.append({"data": "EPU micrograph (raw counts)", **_summary(rep),
                  "observed_mean": float(epu.mean()), "observed_variance": float(epu.var())})
     return rows
+
+
+def fitted_span(rep) -> tuple[float, float]:
+    """The brightness span of the mean-variance bins a noise report's line was fitted to."""
+    span = rep.fit.bin_mean[rep.fit.bin_used]
+    return float(span.min()), float(span.max())
 
 
 def reference_places(noisy: np.ndarray, clean: np.ndarray, lo: float, hi: float) -> np.ndarray:

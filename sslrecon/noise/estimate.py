@@ -1040,13 +1040,12 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
     terciles, quiet, rise = [], None, None
     if len(prod) >= 3 * MIN_CORR_BLOCKS:
         parts = np.array_split(np.argsort(lev, kind="stable"), 3)
-        for part in parts:
-            t = _unbias(prod[part].mean(0), R, block)
-            terciles.append(float(max(abs(t[LAGS, LAGS + 1]), abs(t[LAGS + 1, LAGS]))))
+        by_part = [_unbias(prod[part].mean(0), R, block) for part in parts]
+        terciles = [float(max(abs(t[LAGS, LAGS + 1]), abs(t[LAGS + 1, LAGS]))) for t in by_part]
         if min(terciles) > CORR_THRESHOLD:  # a candidate: is it texture?
             rise = _rise_z(prod, parts[0], parts[-1]) if follows_signal else None
             if rise is not None and rise > RISE_Z:  # the brighter blocks' texture: the darkest third's correlation
-                acf = _unbias(prod[parts[0]].mean(0), R, block)
+                acf = by_part[0]
             quiet = _quiet_z(prod, frame, acf, R, block)
     return Correlation(acf, terciles, len(prod), quiet, rise)
 
