@@ -510,9 +510,50 @@ def test_the_line_leaves_out_a_bin_that_texture_lifts():
     cnt = np.full(12, 2000)
     true = 0.5 * mu + 1
     var = true * (1 + rng.normal(0, np.sqrt(2 / cnt)))
-    assert _wls(mu, var, cnt) == _wls_line(mu, var, cnt)
+    a, b, kept = _wls(mu, var, cnt)
+    assert (a, b) == _wls_line(mu, var, cnt) and kept.all()
     for k in (3, 7, 10):
         lifted = var.copy()
         lifted[k] *= 1.5
         assert _wls_line(mu, lifted, cnt)[0] > 0.508
-        assert abs(_wls(mu, lifted, cnt)[0] / 0.5 - 1) < 0.01
+        a, _, kept = _wls(mu, lifted, cnt)
+        assert abs(a / 0.5 - 1) < 0.01
+        assert np.flatnonzero(~kept).tolist() == [k]  # (the report marks it, and its errors and R^2 leave it out)
+
+
+@needs_shared
+def test_bins_left_out_as_texture_are_reported_and_leave_the_errors(monkeypatch, tmp_path):
+    """Set12 at 1-1000 photons (this draw lifts two bins): the fit marks the bins its line left out, they lie above
+    it, and the reported standard errors and R^2 are those of the bins the line went through. The plot draws them
+    apart, and no clipping where there is none."""
+    from PIL import Image
+
+    from sslrecon.noise.estimate import _fit_covariance, _r2
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for name in ("01.png", "02.png", "03.png", "04.png", "05.png", "06.png"):
+        x = np.asarray(Image.open(SHARED / "natural" / "Set12" / name).convert("L"), dtype=np.float64)
+        frames.append(2.0 * rng.poisson(1 + x / x.max() * 999) + rng.normal(0, 4.0, x.shape))
+    rep = analyze(frames)
+    fit = rep.fit
+    tex = fit.bin_texture
+    assert tex.any() and not (tex & ~fit.bin_used).any()
+    assert (fit.bin_var[tex] > fit.predict(fit.bin_mean[tex])).all()
+    line = fit.bin_used & ~tex
+    args = fit.bin_mean[line], fit.bin_var[line], fit.bin_count[line]
+    np.testing.assert_allclose(fit.cov, _fit_covariance(*args))
+    assert fit.r2 == pytest.approx(_r2(*args, fit.slope, fit.intercept))
+    everything = _fit_covariance(fit.bin_mean[fit.bin_used], fit.bin_var[fit.bin_used], fit.bin_count[fit.bin_used])
+    assert fit.intercept_se < np.sqrt(everything[1, 1])  # the lifted bins' scatter no longer widens them
+    assert [b["texture"] for b in fit.to_dict()["bins"]] == tex.tolist()
+
+    import matplotlib.figure
+
+    from sslrecon.noise.plot import plot_report
+
+    labels = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: labels.extend(
+        t.get_text() for t in fig.axes[0].get_legend().get_texts()))
+    plot_report(rep, tmp_path / "fit.png")
+    assert "lifted by texture (not fitted)" in labels and not any("clipping" in t for t in labels)

@@ -402,12 +402,13 @@ class MeanVarianceFit:
     slope: float
     intercept: float
     cov: np.ndarray           # 2 x 2 covariance of (slope, intercept)
-    r2: float                 # weighted R^2 of the fit on the bins it was fitted to
+    r2: float                 # weighted R^2 of the line on the bins it was fitted to (used, not texture)
     r2_heldout: float         # R^2 of the same line on bins from the held-out half
     bin_mean: np.ndarray
     bin_var: np.ndarray       # marginal noise variance per bin (HH corrected for correlation)
     bin_count: np.ndarray
     bin_used: np.ndarray      # False for bins too near a clipping level
+    bin_texture: np.ndarray   # True for used bins the line left out as lifted by texture (`_wls`)
     heldout_mean: np.ndarray
     heldout_var: np.ndarray
     mean_lo: float            # 10th / 90th percentile of the local means fitted
@@ -438,8 +439,9 @@ class MeanVarianceFit:
         return {"slope": self.slope, "slope_se": self.slope_se, "intercept": self.intercept,
                 "intercept_se": self.intercept_se, "r2": self.r2,
                 "r2_heldout": self.r2_heldout,
-                "bins": [{"mean": float(m), "variance": float(v), "count": int(n), "used": bool(u)}
-                         for m, v, n, u in zip(self.bin_mean, self.bin_var, self.bin_count, self.bin_used)]}
+                "bins": [{"mean": float(m), "variance": float(v), "count": int(n), "used": bool(u), "texture": bool(t)}
+                         for m, v, n, u, t in zip(self.bin_mean, self.bin_var, self.bin_count, self.bin_used,
+                                                  self.bin_texture)]}
 
 
 # --- per-brightness principal components (white noise) -------------------------------------------
@@ -678,9 +680,10 @@ def _trimmed_var(sq: np.ndarray) -> float:
 TEXTURE_BIN_Z = 3.0
 
 
-def _wls(mu, var, cnt):
-    """Weighted least-squares line through the bins, then again without the bins lying more than `TEXTURE_BIN_Z`
-    standard errors above it (up to three rounds, at least three bins kept; five bins or more to start)."""
+def _wls(mu, var, cnt) -> tuple[float, float, np.ndarray]:
+    """Weighted least-squares line `(slope, intercept, kept)` through the bins, then again without the bins lying
+    more than `TEXTURE_BIN_Z` standard errors above it (up to three rounds, at least three bins kept; five bins or more
+    to start); `kept` marks the bins the line was fitted to."""
     a, b = _wls_line(mu, var, cnt)
     keep = np.ones(len(mu), bool)
     for _ in range(3 if len(mu) > 4 else 0):
@@ -692,7 +695,7 @@ def _wls(mu, var, cnt):
             break
         keep = new
         a, b = _wls_line(mu[keep], var[keep], cnt[keep])
-    return a, b
+    return a, b, keep
 
 
 def _wls_line(mu, var, cnt):
@@ -744,7 +747,7 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
     if used.sum() < 3:
         raise ValueError("too few smooth places to fit a mean-variance relation")
     if patches:  # per-brightness principal components, started from the Haar fit
-        a0, b0 = _wls(mu[used], var[used], cnt[used])
+        a0, b0, _ = _wls(mu[used], var[used], cnt[used])
         images = [_crop(f) for f in frames]
         sites = [s for s in (_sites(images, clip, d) for d in PATCHES) if s is not None]
         if sites:
@@ -771,7 +774,7 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
                 p_mu, p_var, p_cnt = pca_bins()
                 if (p_cnt > 0).sum() >= 3:
                     bins, (mu, var, cnt), used = pca_bins, (p_mu, p_var, p_cnt), p_cnt > 0
-    a, b = _wls(mu[used], var[used], cnt[used])
+    a, b, _ = _wls(mu[used], var[used], cnt[used])
     if clip.detected:  # drop bins within 2 (else 1) noise sd of a clipping level, then refit
         sd = np.sqrt(np.maximum(a * mu + b, 1e-300))
         for margin in (2.0, 1.0, 0.0):
@@ -790,14 +793,18 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
     mu0, var0, cnt0 = bins(0)
     mu1, var1, cnt1 = bins(1)
     u0, u = used & (cnt0 > 0), used & (cnt1 > 0)
-    r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u0], var0[u0], cnt0[u0])) \
+    r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u0], var0[u0], cnt0[u0])[:2]) \
         if u0.sum() >= 2 and u.sum() >= 2 and u0.sum() + u.sum() >= 5 else float("nan")
-    a, b = _wls(mu[used], var[used], cnt[used])
+    a, b, kept = _wls(mu[used], var[used], cnt[used])
+    texture = np.zeros_like(used)
+    texture[np.flatnonzero(used)[~kept]] = True
+    line = used & ~texture  # the bins the line went through: its errors and R^2 are theirs
     fitted = pl.mean[ok]
     lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
-    return MeanVarianceFit(slope=a, intercept=b, cov=_fit_covariance(mu[used], var[used], cnt[used]),
-                           r2=_r2(mu[used], var[used], cnt[used], a, b), r2_heldout=r2_held,
-                           bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, heldout_mean=mu1[u],
+    return MeanVarianceFit(slope=a, intercept=b, cov=_fit_covariance(mu[line], var[line], cnt[line]),
+                           r2=_r2(mu[line], var[line], cnt[line], a, b), r2_heldout=r2_held,
+                           bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, bin_texture=texture,
+                           heldout_mean=mu1[u],
                            heldout_var=var1[u], mean_lo=float(lo_hi[0]), mean_hi=float(lo_hi[1]))
 
 

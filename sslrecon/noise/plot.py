@@ -22,10 +22,14 @@ def plot_report(report: NoiseReport, path: Path, title: str = "") -> None:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.5, 1]})
     fit = report.fit
     if fit is not None:
-        used = fit.bin_used
+        used, texture = fit.bin_used & ~fit.bin_texture, fit.bin_texture
         ax.scatter(fit.bin_mean[used], fit.bin_var[used], s=28, color="tab:blue", label="local noise variance, binned")
-        if (~used).any():
-            ax.scatter(fit.bin_mean[~used], fit.bin_var[~used], s=28, marker="x", color="tab:gray",
+        if texture.any():
+            ax.scatter(fit.bin_mean[texture], fit.bin_var[texture], s=36, marker="^", color="tab:purple",
+                       label="lifted by texture (not fitted)")
+        near = ~fit.bin_used & (fit.bin_count > 0)  # (empty bins are not drawn)
+        if near.any():
+            ax.scatter(fit.bin_mean[near], fit.bin_var[near], s=28, marker="x", color="tab:gray",
                        label="near clipping (not fitted)")
         ax.scatter(fit.heldout_mean, fit.heldout_var, s=18, facecolors="none", edgecolors="tab:orange",
                    label=f"held-out half (R\u00b2 {fit.r2_heldout:.3f} for a line fitted on the other)")
