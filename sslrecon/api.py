@@ -192,11 +192,13 @@ def auto_loss(noise: NoiseModel, mean: float | None = None) -> str:
     first-order expansion in the photon step that pg-sure rests on is poor), else Poisson-Gaussian SURE for
     white signal-dependent noise, SURE for white Gaussian noise and, with the covariance, for correlated
     (Gaussian or signal-dependent) noise, Noise2Self for noise no risk estimator here models (gamma)."""
-    if noise.signal_dependent and mean is not None and LOSSES["gr2r-poisson"].supports(noise):
+    # (correlated noise: its pixels are not counts, so `sure` with its covariance, what pg-sure reduces to there)
+    counts = noise.signal_dependent and noise.white
+    if counts and mean is not None and LOSSES["gr2r-poisson"].supports(noise):
         pg = noise.as_pg()
         if (mean - float(pg.offset)) / float(pg.gain) < GR2R_BELOW_COUNTS:
             return "gr2r-poisson"
-    if noise.signal_dependent and LOSSES["pg-sure"].supports(noise):
+    if counts and LOSSES["pg-sure"].supports(noise):
         return "pg-sure"
     return next((name for name in ("sure", "r2r", "n2s") if LOSSES[name].supports(noise)), "n2s")
 

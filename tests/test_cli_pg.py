@@ -154,3 +154,31 @@ def test_loss_options_from_the_command_line(pg_data, tmp_path, capsys):
     code, out, err = run(["fit", data, "-o", tmp_path / "k", "--loss", "gr2r-poisson", "--noise", spec, "--json",
                           "--loss-option", "test_samples=7", *TINY], capsys)
     assert code == 0 and json.loads(out)["loss_options"]["test_samples"] == 7, err
+
+
+@pytest.mark.parametrize("loss", ["pg-sure", "gr2r-poisson"])
+def test_known_model_losses_take_correlated_signal_dependent_noise(loss, tmp_path, capsys):
+    """Motion-corrected micrographs have shot noise correlated between neighbours (`corr:...,gain=...`): the two
+    losses train, record the model, reconstruct and validate on it rather than refusing it."""
+    from sslrecon.noise import Correlated
+
+    model = Correlated(SIGMA, ((0.0, 0.5, 0.0), (0.5, 1.0, 0.5), (0.0, 0.5, 0.0)), gain=GAIN, offset=OFFSET)
+    d = tmp_path / "corr"
+    d.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        x = OFFSET + GAIN * torch.tensor(smooth_image(np.random.default_rng(i), 48, 48, level=40.0, amp=15.0))
+        tifffile.imwrite(d / f"im{i}.tif", model.sample(x.float(), generator=g).numpy().astype(np.float32))
+    spec = f"corr:sigma={SIGMA},size=3,gain={GAIN},offset={OFFSET}"
+    code, out, err = run(["fit", d, "-o", tmp_path / loss, "--loss", loss, "--noise", spec, "--json", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["noise"]["name"] == "corr" and doc["noise"]["gain"] == GAIN
+    if loss == "gr2r-poisson":
+        assert doc["loss_options"]["alpha"] == 0.15
+    code, out, err = run(["validate", tmp_path / loss, d, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert all(np.isfinite(f["estimated_mse"]) for f in json.loads(out)["files"])
+    code, _, err = run(["reconstruct", tmp_path / loss, d, "-o", tmp_path / "out", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "out" / "im1.tif").shape == (48, 48)

@@ -48,6 +48,10 @@ matches the mean and variance of Poisson-Gaussian data and is exact without read
 is a large share of the count variance the halves are measurably dependent, so `alpha` (the target's share
 of the counts) defaults to "auto" (`auto_alpha`): 0.15 for shot noise alone, up to about 0.7 where read noise
 dominates, settled once per run from a batch of training patches and recorded with the run's options.
+Correlated noise (`corr:...,gain=...`, e.g. motion-corrected micrographs) cannot be thinned (its pixels are not
+independent counts), so the split is the family's Gaussian member with the model's covariance at the measurement
+(`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); `pg-sure` takes such noise by the first-order
+estimate with the covariance (`sure`'s), since neither its second-order term nor the photon removal applies there.
 Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits ("auto": more
 as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at 0.7; `auto_test_samples`, also settled per run); its risk estimate
 (validation) is the mean over those splits of `|f(y1) - y2|^2 - (gain u + sigma^2) / alpha`, unbiased for the error of a
@@ -88,7 +92,9 @@ def wants_second_order(setting: bool | str, y: torch.Tensor, pg) -> bool:
 
 class PgSure(SureGaussian):
     name = "pg-sure"
-    models = ("gaussian", "poisson", "pg")  # white Gaussian is the case gain = 0 (an estimate may find no shot noise)
+    # white Gaussian is the case gain = 0 (an estimate may find no shot noise); correlated noise (`corr:...,gain=...`)
+    # takes the first-order form with its covariance, `sure`'s: its pixels are not counts, so nothing is at a photon's scale
+    models = ("gaussian", "poisson", "pg", "corr")
 
     def __init__(self, tau: float = 0.01, finite: bool | str = False, spacing: int = REMOVAL_SPACING,
                  second_order: bool | str = "auto", tau2: float = 0.2):
@@ -111,14 +117,15 @@ class PgSure(SureGaussian):
         return self.finite is True or (self.finite == "auto" and low_counts(y, pg, FINITE_COUNTS))
 
     def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        pg = noise.as_pg()
-        if not self._finite(y, pg):
+        if not noise.white or not self._finite(y, noise.as_pg()):
             return super().divergence(model, y, fy, noise, generator)
-        return removal_divergence(model, y, fy, pg, probe_scale(noise, y, self.tau), self.spacing, generator)
+        return removal_divergence(model, y, fy, noise.as_pg(), probe_scale(noise, y, self.tau), self.spacing, generator)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         out = super().forward(model, y, physics, generator)
         noise = self.noise_of(physics)
+        if not noise.white:  # correlated: the first-order form alone (see `models`)
+            return out
         pg = noise.as_pg()
         # (the finite difference replaces the expansion that the second-order term extends)
         if self._finite(y, pg) or not wants_second_order(self.second_order, y, pg):
@@ -200,7 +207,7 @@ def auto_test_samples(alpha: float) -> int:
 
 class GR2RPoisson(Loss):
     name = "gr2r-poisson"
-    models = ("poisson", "pg")
+    models = ("poisson", "pg", "corr")  # correlated noise: the Gaussian member of the family (`split`)
     own_risk = True
 
     def __init__(self, alpha: float | str = "auto", test_samples: int | str = "auto"):
@@ -216,18 +223,29 @@ class GR2RPoisson(Loss):
 
     def adapt(self, y, physics=DENOISING):
         if self.alpha == "auto":
-            self.alpha = auto_alpha(y, self.noise_of(physics).as_pg())
+            self.alpha = self._alpha(y, self.noise_of(physics))
         if self.test_samples == "auto":
             self.test_samples = auto_test_samples(self.alpha)
 
-    def _alpha(self, y, pg) -> float:
-        """The settled alpha, or where `adapt` did not run (the loss used on its own) the one for `y`."""
-        return auto_alpha(y, pg) if self.alpha == "auto" else self.alpha
+    def _alpha(self, y, noise) -> float:
+        """The settled alpha, or where `adapt` did not run (the loss used on its own) the one for `y`: `auto_alpha`,
+        and for correlated noise, whose Gaussian split is exact, `ALPHA_LOW`."""
+        if self.alpha != "auto":
+            return self.alpha
+        return auto_alpha(y, noise.as_pg()) if noise.white else ALPHA_LOW
 
     def split(self, y, physics, generator=None, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target."""
-        pg = self.noise_of(physics).as_pg()
-        alpha = self._alpha(y, pg) if alpha is None else alpha
+        """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target. For
+        correlated noise (`corr:...`, Gaussian with the model's covariance at the measurement) the Gaussian member of
+        the family: `y1 = y + sqrt(alpha / (1 - alpha)) z`, `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with
+        that covariance (`noise_like`), whose noises are independent for Gaussian noise, of variances `S / (1 -
+        alpha)` and `S / alpha` as a split's halves (Recorrupted-to-Recorrupted)."""
+        noise = self.noise_of(physics)
+        alpha = self._alpha(y, noise) if alpha is None else alpha
+        if not noise.white:
+            z = noise.noise_like(y, generator)
+            return y + math.sqrt(alpha / (1 - alpha)) * z, y - math.sqrt((1 - alpha) / alpha) * z
+        pg = noise.as_pg()
         shift = pg.sigma**2 / pg.gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
         counts = (y - pg.offset + shift) / pg.gain
         whole = counts.clamp_min(0)
@@ -248,7 +266,7 @@ class GR2RPoisson(Loss):
         """The test-time rule and a per-pixel map whose mean is the risk estimate (see the module docstring);
         `samples` overrides the number of splits."""
         noise = self.noise_of(physics)
-        alpha = self._alpha(y, noise.as_pg())
+        alpha = self._alpha(y, noise)
         k = samples or (auto_test_samples(alpha) if self.test_samples == "auto" else self.test_samples)
         pred, err = torch.zeros_like(y), torch.zeros_like(y)
         for _ in range(k):
