@@ -180,8 +180,8 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
 
 
 #: mean photon count below which `--loss auto` takes `gr2r-poisson` for white Poisson(-Gaussian) noise: measured at
-#: 1 / 5 photons (Set12, read noise 3) it beat pg-sure by 3.9 / 0.5 dB, and tied on the FMD frames (1-3 photons,
-#: 35.85 / 35.98); at 30 photons they are within run-to-run spread (27.46 / 27.34 dB), and pg-sure's one test-time
+#: 1 / 5 photons (Set12, read noise 3) it beat pg-sure by 3.8 / 0.4 dB, and tied on the FMD frames (1-3 photons,
+#: 36.03 / 35.98); at 30 photons they are within run-to-run spread (27.46 / 27.31 dB), and pg-sure's one test-time
 #: pass is 5x cheaper (benchmarks/results/denoise_pg_cpu.json)
 GR2R_BELOW_COUNTS = 20.0
 

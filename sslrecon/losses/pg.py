@@ -19,12 +19,12 @@ pixels moved down, with a Rademacher probe on those alone for the read noise's t
 pass). Nothing is expanded at the scale of a photon, so there is nothing to exploit: trained at 1 photon (Set12,
 gain 2, read noise 3) its estimate reads 0.0284 +- 0.0035 against a true error of 0.0291 after 1200 steps (a
 lattice 4 apart scores 0.3 dB more at 300 steps but is exploited by 1200, `REMOVAL_SPACING`). With the true model
-it trains better where the Taylor terms fail: in `benchmarks/denoise_pg.py` (300 steps) 13.81 dB at 1 photon
-against 13.24 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and 13.68; oracle 16.68), 21.84
-against 21.79 at 5, 27.17 against 27.34 at 30. With `--noise auto` on the Set12 crops (one detector, so the pooled
-model) it scores 13.77 / 21.82 against 13.38 / 21.53 at 1 / 5 photons. But it holds the model to its word: on the
-real FMD frames (per-frame models of clipped, slightly correlated noise) it scores 35.60 against 35.81 (mean of 3
-seeds), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86. At 2000 steps (H200) both effects
+it trains better where the Taylor terms fail: in `benchmarks/denoise_pg.py` (300 steps) 14.01 dB at 1 photon
+against 13.46 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and 13.68; oracle 16.70), 21.90
+against 21.85 at 5, the same 27.31 at 30. With `--noise auto` on the Set12 crops (one detector, so the pooled
+model) it scores 13.56 / 21.74 against 13.36 / 21.82 at 1 / 5 photons. But it holds the model to its word: on the
+real FMD frames (per-frame models of clipped, slightly correlated noise) it scores 35.72 against 35.98 (35.60 against
+35.81 over 3 seeds of an earlier release), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86. At 2000 steps (H200) both effects
 grow: with the true model 15.81 against 12.59 at 1 photon, but on FMD 28.83 (below the noisy input) against 34.99. So
 the training default stays with the Taylor terms (`finite=false`); `sure_mse` (validation and `validate`) takes the
 finite difference below `LOW_COUNTS`, where a network trained on the Taylor terms has learned their error (at 1
