@@ -24,11 +24,11 @@ against 13.46 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and
 against 21.85 at 5, the same 27.31 at 30. With `--noise auto` on the Set12 crops (one detector, so the pooled
 model) it scores 13.56 / 21.74 against 13.36 / 21.82 at 1 / 5 photons. But it holds the model to its word: on the
 real FMD frames (per-frame models of clipped, slightly correlated noise) it scores 35.72 against 35.98 (35.60 against
-35.81 over 3 seeds of an earlier release), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86. At 2000 steps (H200) both effects
-grow: with the true model 15.81 against 12.59 at 1 photon, but on FMD 28.83 (below the noisy input) against 34.99. So
-the training default stays with the Taylor terms (`finite=false`); `sure_mse` (validation and `validate`) takes the
-finite difference below `LOW_COUNTS`, where a network trained on the Taylor terms has learned their error (at 1
-photon its training loss read -0.013 and the first-order estimate 0.012 against a true 0.053; the finite difference
+35.81 over 3 seeds of an earlier release), and with each Set12 crop's own, low, gain it scored 13.52 against 13.86.
+At 2000 steps (H200) both effects grow: with the true model 15.81 against 12.59 at 1 photon, but on FMD 28.83
+(below the noisy input) against 34.99. So the training default stays with the Taylor terms (`finite=false`);
+`sure_mse` (validation and `validate`) takes the finite difference below `LOW_COUNTS`, where a network trained on
+the Taylor terms has learned their error (at 1 photon its training loss read -0.013 and the first-order estimate 0.012 against a true 0.053; the finite difference
 0.042, still low for so curved a network, but the nearest).
 `finite=false` keeps the Taylor terms, with `second_order` ("auto": below `LOW_COUNTS`) adding the second-order one. Divergences are Monte-Carlo: a Rademacher
 probe for the first derivative, and for the diagonal second derivative a zero-mean, unit-variance probe with third
@@ -93,7 +93,7 @@ def wants_second_order(setting: bool | str, y: torch.Tensor, pg) -> bool:
 class PgSure(SureGaussian):
     name = "pg-sure"
     # white Gaussian is the case gain = 0 (an estimate may find no shot noise); correlated noise (`corr:...,gain=...`)
-    # takes the first-order form with its covariance, `sure`'s: its pixels are not counts, so nothing is at a photon's scale
+    # takes the first-order form with its covariance (`sure`'s): its pixels are not counts, so no photon-scale term
     models = ("gaussian", "poisson", "pg", "corr")
 
     def __init__(self, tau: float = 0.01, finite: bool | str = False, spacing: int = REMOVAL_SPACING,
@@ -117,9 +117,9 @@ class PgSure(SureGaussian):
         return self.finite is True or (self.finite == "auto" and low_counts(y, pg, FINITE_COUNTS))
 
     def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        if not noise.white or not self._finite(y, noise.as_pg()):
-            return super().divergence(model, y, fy, noise, generator)
-        return removal_divergence(model, y, fy, noise.as_pg(), probe_scale(noise, y, self.tau), self.spacing, generator)
+        if noise.white and self._finite(y, pg := noise.as_pg()):
+            return removal_divergence(model, y, fy, pg, probe_scale(noise, y, self.tau), self.spacing, generator)
+        return super().divergence(model, y, fy, noise, generator)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         out = super().forward(model, y, physics, generator)
