@@ -28,8 +28,8 @@ real FMD frames (per-frame models of clipped, slightly correlated noise) it scor
 At 2000 steps (H200) both effects grow: with the true model 15.81 against 12.59 at 1 photon, but on FMD 28.83
 (below the noisy input) against 34.99. So the training default stays with the Taylor terms (`finite=false`);
 `sure_mse` (validation and `validate`) takes the finite difference below `LOW_COUNTS`, where a network trained on
-the Taylor terms has learned their error (at 1 photon its training loss read -0.013 and the first-order estimate 0.012 against a true 0.053; the finite difference
-0.042, still low for so curved a network, but the nearest).
+the Taylor terms has learned their error (at 1 photon its training loss read -0.013 and the first-order estimate
+0.012 against a true 0.053; the finite difference 0.042, still low for so curved a network, but the nearest).
 `finite=false` keeps the Taylor terms, with `second_order` ("auto": below `LOW_COUNTS`) adding the second-order one. Divergences are Monte-Carlo: a Rademacher
 probe for the first derivative, and for the diagonal second derivative a zero-mean, unit-variance probe with third
 moment 1 (values `phi`, `-1/phi` of the golden ratio), whose product with a central second difference has the
