@@ -774,7 +774,7 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
                 p_mu, p_var, p_cnt = pca_bins()
                 if (p_cnt > 0).sum() >= 3:
                     bins, (mu, var, cnt), used = pca_bins, (p_mu, p_var, p_cnt), p_cnt > 0
-    a, b, _ = _wls(mu[used], var[used], cnt[used])
+    a, b, kept = _wls(mu[used], var[used], cnt[used])
     if clip.detected:  # drop bins within 2 (else 1) noise sd of a clipping level, then refit
         sd = np.sqrt(np.maximum(a * mu + b, 1e-300))
         for margin in (2.0, 1.0, 0.0):
@@ -788,6 +788,7 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
         if keep.sum() < 3:
             raise ValueError("too little of the data lies away from the clipping levels to fit noise")
         used = keep
+        a, b, kept = _wls(mu[used], var[used], cnt[used])
     # fit on one half of the area (its bins that hold patches), score on the other (likewise: a 512 x 512 frame clipped
     # at its floor kept 3 of 4 patch bins, the brightest empty in one half), then fit the model on all of it
     mu0, var0, cnt0 = bins(0)
@@ -795,7 +796,6 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
     u0, u = used & (cnt0 > 0), used & (cnt1 > 0)
     r2_held = _r2(mu1[u], var1[u], cnt1[u], *_wls(mu0[u0], var0[u0], cnt0[u0])[:2]) \
         if u0.sum() >= 2 and u.sum() >= 2 and u0.sum() + u.sum() >= 5 else float("nan")
-    a, b, kept = _wls(mu[used], var[used], cnt[used])
     texture = np.zeros_like(used)
     texture[np.flatnonzero(used)[~kept]] = True
     line = used & ~texture  # the bins the line went through: its errors and R^2 are theirs
