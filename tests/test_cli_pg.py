@@ -182,3 +182,8 @@ def test_known_model_losses_take_correlated_signal_dependent_noise(loss, tmp_pat
     code, _, err = run(["reconstruct", tmp_path / loss, d, "-o", tmp_path / "out", "--device", "cpu"], capsys)
     assert code == 0, err
     assert tifffile.imread(tmp_path / "out" / "im1.tif").shape == (48, 48)
+    if loss == "pg-sure":  # a photon-scale term forced on such noise: one line with the fix, nothing written
+        code, _, err = run(["fit", d, "-o", tmp_path / "forced", "--loss", loss, "--noise", spec,
+                            "--loss-option", "finite=true", *TINY], capsys)
+        assert code == 2 and "finite=true" in err and "fix:" in err and err.count("\n") == 1
+        assert not (tmp_path / "forced" / "model.pt").exists()

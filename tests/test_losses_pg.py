@@ -326,6 +326,10 @@ def test_pg_sure_and_gr2r_take_correlated_signal_dependent_noise(photons):
         pg_sure = build_loss("pg-sure")
         out = pg_sure(f, y[:8], phys, generator=torch.Generator().manual_seed(1))
         assert set(out.terms) == {"fit", "div"}  # no second-order term below 100 counts for correlated noise
+        pg_sure.adapt(y[:8], phys)  # its defaults (auto) are accepted, and forcing a photon-scale term is refused
+        for forced in ({"finite": True}, {"second_order": True}):
+            with pytest.raises(ConfigError, match=f"{next(iter(forced))}=true"):
+                build_loss("pg-sure", **forced).adapt(y[:8], phys)
         ok, m, se = _within(pg_sure.risk(f, y, phys, generator=g) - ((f(y) - x) ** 2).mean((1, 2, 3)))
         assert ok, f"pg-sure {photons} photons: {m:.3g} +- {se:.3g}"
         gr2r = build_loss("gr2r-poisson", test_samples=1)

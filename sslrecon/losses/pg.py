@@ -63,9 +63,11 @@ import math
 
 import torch
 
+from ..errors import ConfigError
 from ..noise.estimate import STENCIL_CUBES, STENCIL_SQUARES
 from ..physics import DENOISING
 from .base import REMOVAL_SPACING, Loss, LossOutput, is_count, low_counts, probe_scale, removal_divergence
+from .r2r import recorrupted_pair
 from .sure import SureGaussian
 
 PHI = (1 + math.sqrt(5)) / 2
@@ -83,17 +85,18 @@ def skewed_probe(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
 FINITE_COUNTS = 10.0
 
 
-def wants_second_order(setting: bool | str, y: torch.Tensor, pg) -> bool:
+def wants_second_order(setting: bool | str, y: torch.Tensor, noise) -> bool:
     """Whether to add the second-order term: `True`/`False`, or for "auto" whether the batch's mean count
     `(y - offset) / gain` is below `LOW_COUNTS` (where one photon moves a network's output enough for it to exploit
-    the first-order estimate)."""
-    return bool(setting) if setting != "auto" else low_counts(y, pg)
+    the first-order estimate; `low_counts`: never for noise that is not white counts, Gaussian or correlated)."""
+    return bool(setting) if setting != "auto" else low_counts(y, noise)
 
 
 class PgSure(SureGaussian):
     name = "pg-sure"
     # white Gaussian is the case gain = 0 (an estimate may find no shot noise); correlated noise (`corr:...,gain=...`)
-    # takes the first-order form with its covariance (`sure`'s): its pixels are not counts, so no photon-scale term
+    # takes the first-order form with its covariance (`sure`'s): its pixels are not counts, so `low_counts` never
+    # calls for a photon-scale term there
     models = ("gaussian", "poisson", "pg", "corr")
 
     def __init__(self, tau: float = 0.01, finite: bool | str = False, spacing: int = REMOVAL_SPACING,
@@ -113,25 +116,31 @@ class PgSure(SureGaussian):
         return {"tau": self.tau, "finite": self.finite, "spacing": self.spacing, "second_order": self.second_order,
                 "tau2": self.tau2}
 
-    def _finite(self, y, pg) -> bool:
-        return self.finite is True or (self.finite == "auto" and low_counts(y, pg, FINITE_COUNTS))
+    def _finite(self, y, noise) -> bool:
+        return self.finite is True or (self.finite == "auto" and low_counts(y, noise, FINITE_COUNTS))
+
+    def adapt(self, y, physics=DENOISING):
+        """Refuse, before training, options that remove single photons where the noise is not white counts."""
+        noise = self.noise_of(physics)
+        key = "finite" if self.finite is True else "second_order" if self.second_order is True else None
+        if key and not noise.white:
+            raise ConfigError(f"pg-sure's {key}=true removes single photons, and correlated noise has no counts to remove",
+                              fix=f"leave {key} at auto (the default) for correlated noise")
 
     def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        if noise.white and self._finite(y, pg := noise.as_pg()):
-            return removal_divergence(model, y, fy, pg, probe_scale(noise, y, self.tau), self.spacing, generator)
+        if self._finite(y, noise):
+            return removal_divergence(model, y, fy, noise.as_pg(), probe_scale(noise, y, self.tau), self.spacing,
+                                      generator)
         return super().divergence(model, y, fy, noise, generator)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         out = super().forward(model, y, physics, generator)
         noise = self.noise_of(physics)
-        if not noise.white:  # correlated: the first-order form alone (see `models`)
-            return out
-        pg = noise.as_pg()
         # (the finite difference replaces the expansion that the second-order term extends)
-        if self._finite(y, pg) or not wants_second_order(self.second_order, y, pg):
+        if self._finite(y, noise) or not wants_second_order(self.second_order, y, noise):
             return out
         with torch.autocast(device_type=y.device.type, enabled=False):
-            second = second_order_term(model, y, pg, probe_scale(noise, y, self.tau2), generator)
+            second = second_order_term(model, y, noise.as_pg(), probe_scale(noise, y, self.tau2), generator)
         return LossOutput(out.value + second, {**out.terms, "second_order": second.item()})
 
 
@@ -242,9 +251,8 @@ class GR2RPoisson(Loss):
         alpha)` and `S / alpha` as a split's halves (Recorrupted-to-Recorrupted)."""
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise) if alpha is None else alpha
-        if not noise.white:
-            z = noise.noise_like(y, generator)
-            return y + math.sqrt(alpha / (1 - alpha)) * z, y - math.sqrt((1 - alpha) / alpha) * z
+        if not noise.white:  # Recorrupted-to-Recorrupted's pair, scaled to a split's share
+            return recorrupted_pair(y, noise.noise_like(y, generator), math.sqrt(alpha / (1 - alpha)))
         pg = noise.as_pg()
         shift = pg.sigma**2 / pg.gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
         counts = (y - pg.offset + shift) / pg.gain

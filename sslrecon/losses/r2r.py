@@ -17,6 +17,12 @@ from ..physics import DENOISING
 from .base import Loss, LossOutput, is_count
 
 
+def recorrupted_pair(y: torch.Tensor, z: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(y + alpha z, y - z / alpha)`: for Gaussian noise and `z` drawn with its covariance, two measurements of the
+    same image with independent noises, `1 + alpha^2` and `1 + 1 / alpha^2` times the original."""
+    return y + alpha * z, y - z / alpha
+
+
 class R2RGaussian(Loss):
     name = "r2r"
     models = ("gaussian", "poisson", "pg", "corr")
@@ -34,8 +40,8 @@ class R2RGaussian(Loss):
         return self.noise_of(physics).noise_like(y, generator)
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
-        z = self._z(y, physics, generator)
-        value = ((model(y + self.alpha * z) - (y - z / self.alpha)) ** 2).mean()
+        y1, y2 = recorrupted_pair(y, self._z(y, physics, generator), self.alpha)
+        value = ((model(y1) - y2) ** 2).mean()
         return LossOutput(value, {})
 
     def predict(self, model, y, physics=DENOISING, generator=None):
