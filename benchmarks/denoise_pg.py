@@ -68,9 +68,10 @@ GAIN, READ, OFFSET = 2.0, 3.0, 100.0
 NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8}
 
 
-def set12_clean() -> list[np.ndarray]:
+def set12_clean(folder: str = "Set12") -> list[np.ndarray]:
+    """The centre 256x256 crops of a folder of natural images, grey levels in [0, 1]."""
     out = []
-    for p in sorted((DATA / "natural" / "Set12").glob("*.png")):
+    for p in sorted((DATA / "natural" / folder).glob("*.png")):
         x = np.asarray(Image.open(p).convert("L"), dtype=np.float64) / 255
         h, w = x.shape
         out.append(x[(h - 256) // 2:(h + 256) // 2, (w - 256) // 2:(w + 256) // 2])
@@ -92,14 +93,9 @@ def bsd68_set(photons: float, like: list[np.ndarray]) -> tuple[list[np.ndarray],
     training set."""
     scale = photons / float(np.mean([x.mean() for x in like]))
     rng = np.random.default_rng(1)
-    clean, noisy = [], []
-    for p in sorted((DATA / "natural" / "BSD68").glob("*.png")):
-        x = np.asarray(Image.open(p).convert("L"), dtype=np.float64) / 255
-        h, w = x.shape
-        lam = scale * x[(h - 256) // 2:(h + 256) // 2, (w - 256) // 2:(w + 256) // 2]
-        clean.append(OFFSET + GAIN * lam)
-        noisy.append(OFFSET + GAIN * rng.poisson(lam) + rng.normal(0, READ, lam.shape))
-    return clean, noisy
+    lams = [scale * x for x in set12_clean("BSD68")]
+    return ([OFFSET + GAIN * lam for lam in lams],
+            [OFFSET + GAIN * rng.poisson(lam) + rng.normal(0, READ, lam.shape) for lam in lams])
 
 
 def oracle(noisy: list[np.ndarray], clean: list[np.ndarray], steps: int, seed: int = 0,
