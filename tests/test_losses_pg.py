@@ -122,6 +122,49 @@ def test_sure_mse_takes_the_finite_difference_below_low_counts():
     assert ok, f"{m:.3g} +- {se:.3g}"
 
 
+def test_values_below_the_dark_level_count_as_no_photon_without_read_noise():
+    """Data reaching below a Poisson model's offset (a clipped floor under a fitted dark level, as on the FMD frames):
+    without read noise every term of the risk estimate takes those pixels as holding no photon, so a network that
+    rises steeply with the signal there earns nothing from them (with a negative count it would lower the estimate
+    without bound); with read noise such values are possible and count as they are."""
+    y = torch.full((2, 1, 24, 24), OFFSET - 3.0)
+
+    def steep(v):  # rising steeply, and curved
+        return 50 * v + (v - OFFSET) ** 2
+
+    shot, read = Poisson(gain=GAIN, offset=OFFSET), PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
+    assert (shot.photon_signal(y) == 0).all() and (shot.stein_weight(y) == 0).all()
+    assert torch.allclose(read.photon_signal(y), y - OFFSET)
+    for model, vanishes in ((shot, True), (read, False)):
+        g = torch.Generator().manual_seed(0)
+        removal = removal_divergence(steep, y, steep(y), model, 0.01, generator=g)
+        second = second_order_term(steep, y, model.as_pg(), 0.1, g)
+        assert (removal.item() == 0 and second.item() == 0) == vanishes, (model, removal, second)
+    # without read noise counts are whole: the finite difference removes no photon from a pixel holding less than
+    # half of one (which would probe the network below anything the data hold), and does from one holding one
+    g = torch.Generator().manual_seed(0)
+    for photons, vanishes in ((0.4, True), (1.0, False)):
+        y = torch.full((2, 1, 24, 24), OFFSET + photons * GAIN)
+        assert (removal_divergence(steep, y, steep(y), shot, 0.01, generator=g).item() == 0) == vanishes, photons
+        assert removal_divergence(steep, y, steep(y), read, 0.01, generator=g).item() != 0
+
+
+def test_finite_difference_is_unbiased_for_shot_noise_alone():
+    """Whole counts above an offset (no read noise): the finite difference, which there removes photons only where at
+    least half of one was counted, stays unbiased at one photon per pixel."""
+    model = Poisson(gain=GAIN, offset=OFFSET)
+    f = _quadratic(1.0)
+    x = _scene(1.0, 1600)
+    g = torch.Generator().manual_seed(8)
+    y = model.sample(x, generator=g)
+    with torch.no_grad():
+        fy, dims = f(y), (1, 2, 3)
+        est = (((fy - y) ** 2).mean(dims) - model.stein_weight(y).mean(dims)
+               + 2 * removal_divergence(f, y, fy, model, 0.01 * model.mean_sigma(y), REMOVAL_SPACING, g, dims))
+        ok, m, se = _within(est - ((fy - x) ** 2).mean(dims))
+    assert ok, f"{m:.3g} +- {se:.3g}"
+
+
 def test_pg_sure_trains_on_the_taylor_terms_by_default():
     """The finite difference holds the model to its word; `--noise auto`'s per-file models are not exact enough for
     it to win by default (see the loss's docstring)."""

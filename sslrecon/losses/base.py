@@ -138,11 +138,23 @@ def low_counts(y: torch.Tensor, noise: NoiseModel, below: float = LOW_COUNTS) ->
     return float(counts.mean()) < below
 
 
+def removable(y: torch.Tensor, pg) -> torch.Tensor:
+    """The photon signal `u` (`photon_signal`) from which `removal_divergence` removes a photon. Without read noise
+    counts are whole, so a pixel holding less than half a photon holds none: under a model that fits there is no
+    such pixel, and where the model does not fit (a dark level fitted above data clipped at their floor, FMD's
+    8-bit frames) removing a photon from one would probe the network below anything the data hold, where nothing
+    trains it. With read noise any value is possible and `u` stands."""
+    u = pg.photon_signal(y)
+    keep = (torch.as_tensor(pg.sigma, device=y.device) > 0) | (u >= torch.as_tensor(pg.gain, device=y.device) / 2)
+    return torch.where(keep, u, torch.zeros_like(u))
+
+
 def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: NoiseModel, eps: float,
                        spacing: int = REMOVAL_SPACING, generator=None, dims=None) -> torch.Tensor:
     """Monte-Carlo estimate of `mean_i u_i [f_i(y) - f_i(y - gain e_i)] + sigma^2 d_i f_i(y - gain e_i)` with
-    `u = y - offset` (per image over `dims`, else over the batch): the exact Poisson-Gaussian identity's term that
-    first-order PG-SURE replaces by `(gain u_i + sigma^2) d_i f_i(y)`. Two passes: each image gets a lattice of
+    `u = y - offset` (`removable`: without read noise, none below half a photon), per image over `dims`, else over
+    the batch: the exact Poisson-Gaussian identity's term that first-order PG-SURE replaces by
+    `(gain u_i + sigma^2) d_i f_i(y)`. Two passes: each image gets a lattice of
     `spacing` (random phase) whose pixels move by `gain` up or down at random, and a Rademacher probe of step `eps`
     on the lattice pixels moved down; a lattice pixel moved down is one photon removed, and the others' moves
     cancel to first order in expectation. Unbiased up to what pixels `spacing` apart do to each other's output in
@@ -159,7 +171,7 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
     moved = y + pg.gain * s * lattice
     f1 = f(moved)
     b = rademacher(y.shape, y, generator) * removed
-    terms = removed * ((y - pg.offset) * (fy - f1) + pg.sigma**2 * b * (f(moved + eps * b) - f1) / eps)
+    terms = removed * (removable(y, pg) * (fy - f1) + pg.sigma**2 * b * (f(moved + eps * b) - f1) / eps)
     return 2 * k * k * (terms.mean() if dims is None else terms.mean(dims))
 
 

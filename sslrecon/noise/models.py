@@ -47,16 +47,26 @@ class NoiseModel:
         """Per-pixel weight of the divergence in SURE-type risk estimates, from each pixel's own value.
 
         For Gaussian noise, sigma^2. For (Poisson-)Gaussian noise, `gain * (y - offset) + sigma^2`
-        evaluated at the measurement itself, without clamping: the first-order term of Hudson's
+        evaluated at the measurement itself (`photon_signal`), not at a local mean: the first-order term of Hudson's
         identity behind PURE / PG-SURE (Luisier et al. 2011; Le Montagner et al. 2014), whose
         expectation matches the variance and which vanishes where no photon was counted. (A local
         mean in its place lets a network earn divergence credit at zero-count pixels that carry no
         noise: on low-count data the risk estimate then runs to minus infinity.)"""
         pg = self.as_pg()
-        w = pg.gain * (y - pg.offset) + pg.sigma**2
-        # Without read noise a value below the dark level cannot come from the model (a clipped floor
-        # under a fitted offset): it gets no weight rather than a negative one.
-        return torch.where(torch.as_tensor(pg.sigma, device=y.device) > 0, w, w.clamp_min(0))
+        return pg.gain * self.photon_signal(y) + pg.sigma**2
+
+    def photon_signal(self, y: torch.Tensor) -> torch.Tensor:
+        """`y - offset`, the signal shot noise scales with (the `u` of Hudson's identity, in data units). Without
+        read noise a value below the dark level cannot come from the model (a clipped floor under a fitted offset,
+        as on the 8-bit FMD frames): it counts as no photon, never as a negative number of them, in every term of
+        the Poisson-Gaussian risk estimates (`stein_weight`, the finite-difference photon removal, the
+        second-order term). A negative count there would reward a network for rising steeply with the signal at
+        those pixels: on FMD BPAE_B (55 % of the pixels below the fitted dark level) the finite difference put a
+        fixed network's PSNR 4.3 dB above its true value (41.37 against 37.12), and 0.8 dB above with them counted
+        as no photon and `removable`'s half-photon rule."""
+        pg = self.as_pg()
+        u = y - pg.offset
+        return torch.where(torch.as_tensor(pg.sigma, device=y.device) > 0, u, u.clamp_min(0))
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
