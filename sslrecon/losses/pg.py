@@ -149,8 +149,8 @@ class PgSure(SureGaussian):
 
 
 def second_order_term(f, y: torch.Tensor, pg, eps: float, generator=None, dims=None) -> torch.Tensor:
-    """`-mean(gain (gain u + 2 sigma^2) d_ii f_i)` with `u = y - offset` (`photon_signal`), by one skewed probe and a central second
-    difference of step `eps`; per image when `dims` is given, else over the batch."""
+    """`-mean(gain (gain u + 2 sigma^2) d_ii f_i)` with `u = y - offset` (`photon_signal`), by one skewed probe and a
+    central second difference of step `eps`; per image when `dims` is given, else over the batch."""
     d = skewed_probe(y.shape, y, generator)
     curv = d * (f(y + eps * d) - 2 * f(y) + f(y - eps * d)) / eps**2
     weight = pg.gain * (pg.gain * pg.photon_signal(y) + 2 * pg.sigma**2)
