@@ -53,7 +53,7 @@ class NoiseModel:
         mean in its place lets a network earn divergence credit at zero-count pixels that carry no
         noise: on low-count data the risk estimate then runs to minus infinity.)"""
         pg = self.as_pg()
-        return pg.gain * self.photon_signal(y) + pg.sigma**2
+        return pg.gain * pg.photon_signal(y) + pg.sigma**2
 
     def photon_signal(self, y: torch.Tensor) -> torch.Tensor:
         """`y - offset`, the signal shot noise scales with (the `u` of Hudson's identity, in data units). Without
