@@ -91,6 +91,7 @@ MAX_PATCHES = 200_000  # patches in one covariance
 BINS = 24              # brightness bins in the mean-variance fit
 SMOOTH_FRACTION = 0.1  # smoothest fraction of each bin kept
 CLIP_MIN_FRACTION = 1e-3  # share of pixels at an extreme value that signals clipping
+CLIP_DEPTH = 4            # how many of the most extreme values a pile-up may end on
 CORR_THRESHOLD = 0.1   # |rho| at lag 1 above which noise is called correlated
 #: for signal-dependent noise, the lag-1 correlation at every brightness above which the model keeps it
 #: (Poisson-Gaussian level, the kernel's correlation); below it the white model stands. The EPU micrograph
@@ -340,25 +341,31 @@ class Clipping:
 
 
 def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
-    """Index of the first of the three most extreme values where pixels pile up: at least 0.1 % of
-    them, and at least twice as many as on the next value inwards."""
-    for i in range(min(3, len(values) - 1)):
-        if counts[i] >= CLIP_MIN_FRACTION * n and counts[i] >= 2 * counts[i + 1]:
+    """Index of the last value of a pile-up among the `CLIP_DEPTH` most extreme values: one holding at least 0.1 %
+    of the pixels and at least twice as many as the next value inwards, a drop at least twice the drop beyond it.
+    The second condition tells a floor from the edge of a count distribution: a Poisson histogram (or a mixture of
+    them, since k! P(k) is then log-convex) falls off towards zero by the ratio (k + 1) / lam, more steeply at each
+    value outwards, so zeros of photon-counting data below a few photons per pixel are no floor; a clipped level
+    gathers the whole tail beyond it into one value, a spike against the histogram's run inwards."""
+    ratio = counts[:-1] / counts[1:]
+    for i in range(min(CLIP_DEPTH, len(ratio))):
+        beyond = ratio[i + 1] if i + 1 < len(ratio) else 0.0
+        if counts[i] >= CLIP_MIN_FRACTION * n and ratio[i] >= 2 * max(1.0, beyond):
             return i
     return None
 
 
 def detect_clipping(frames: list[np.ndarray]) -> Clipping:
-    """A level is clipped where pixels pile up among the three lowest (highest) values: 0.1 % of
-    them and twice the next value's count (an 8-bit floor or a saturated detector), or, for integer
-    data, where any share of pixels (1e-5) sits on the type's limit (255 for uint8). Looks at the
-    central crops the estimators use."""
+    """A level is clipped where pixels pile up among the four lowest (highest) values (`_pile_up`: an 8-bit floor
+    or a saturated detector, not the zeros of photon counts), or, for integer data, where any share of pixels
+    (1e-5) sits on the type's limit (255 for uint8). Looks at the central crops the estimators use."""
     crops = [central_crop(f) for f in frames]
     values, counts = np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
     n = int(counts.sum())
     kind = crops[0].dtype if len({c.dtype for c in crops}) == 1 else None
     ends = []
-    for vals, cnts in ((values[:4], counts[:4]), (values[::-1][:4], counts[::-1][:4])):
+    k = CLIP_DEPTH + 2
+    for vals, cnts in ((values[:k], counts[:k]), (values[::-1][:k], counts[::-1][:k])):
         i = _pile_up(vals, cnts, n)
         if i is None and kind is not None and np.issubdtype(kind, np.integer) and cnts[0] >= 1e-5 * n:
             info = np.iinfo(kind)
