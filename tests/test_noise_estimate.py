@@ -162,12 +162,12 @@ def test_pile_up_tells_a_floor_from_the_edge_of_a_count_distribution():
 
 
 def test_zeros_of_photon_counts_are_no_floor():
-    """Integer photon counts without read noise at 0.05-0.6 and 0.2-2 photons per pixel: most pixels read 0, which
-    is where the counts start, not clipping (once read as a floor, the fit lost every dark bin and chose Gaussian
-    noise of sd 0.24 and 0.64)."""
+    """Photon counts without read noise at 0.05-0.6 and 0.2-2 photons per pixel, as uint16: most pixels read 0, which
+    is where the counts start, neither a pile-up nor the type's limit (once read as a floor, the fit lost every dark
+    bin and chose Gaussian noise of sd 0.24 and 0.64)."""
     rng = np.random.default_rng(11)
     for lo, hi in ((0.05, 0.6), (0.2, 2.0)):
-        frames = [rng.poisson(ramp_scene(lo=lo, hi=hi, linear=True)) for _ in range(2)]
+        frames = [rng.poisson(ramp_scene(lo=lo, hi=hi, linear=True)).astype(np.uint16) for _ in range(2)]
         rep = analyze(frames)
         assert not rep.clipping.detected, (lo, rep.clipping)
         assert rep.kind == "signal-dependent" and abs(rep.model.gain - 1) < 0.1, (lo, rep.model)

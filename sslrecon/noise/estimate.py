@@ -358,7 +358,7 @@ def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
 def detect_clipping(frames: list[np.ndarray]) -> Clipping:
     """A level is clipped where pixels pile up among the four lowest (highest) values (`_pile_up`: an 8-bit floor
     or a saturated detector, not the zeros of photon counts), or, for integer data, where any share of pixels
-    (1e-5) sits on the type's limit (255 for uint8). Looks at the central crops the estimators use."""
+    (1e-5) sits on the type's limit (255 for uint8; not an unsigned type's 0, where photon counts start). Looks at the central crops the estimators use."""
     crops = [central_crop(f) for f in frames]
     values, counts = np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
     n = int(counts.sum())
@@ -368,8 +368,8 @@ def detect_clipping(frames: list[np.ndarray]) -> Clipping:
     for vals, cnts in ((values[:k], counts[:k]), (values[::-1][:k], counts[::-1][:k])):
         i = _pile_up(vals, cnts, n)
         if i is None and kind is not None and np.issubdtype(kind, np.integer) and cnts[0] >= 1e-5 * n:
-            info = np.iinfo(kind)
-            i = 0 if vals[0] in (info.min, info.max) else None
+            info = np.iinfo(kind)  # an unsigned type's 0 is where counts start: a floor there must pile up
+            i = 0 if vals[0] == info.max or (vals[0] == info.min and info.min < 0) else None
         ends.append((float(vals[i]), float(cnts[i]) / n) if i is not None else (None, float(cnts[0]) / n))
     (lo, f_lo), (hi, f_hi) = ends
     return Clipping(low=lo, high=hi, fraction_low=f_lo, fraction_high=f_hi)
