@@ -30,7 +30,7 @@ from .losses import LOSSES, build_loss
 from .models import UNet, UNetConfig
 from .noise import AutoNoise, NoiseReport, analyze_noise, parse_noise
 from .noise.estimate import central_crop, one_session, per_frame
-from .noise.models import NoiseModel, PerFrame, file_model, frame_model, from_dict
+from .noise.models import NoiseModel, PerFrame, file_model, frame_model, from_dict, with_kernel
 from .noise.models import stack as stack_noise
 from .physics import Denoising
 
@@ -181,7 +181,7 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
 
 #: mean photon count below which `--loss auto` takes `gr2r-poisson` for white Poisson(-Gaussian) noise: measured at
 #: 1 / 5 photons (Set12, read noise 3) it beat pg-sure by 3.8 / 0.4 dB, and tied on the FMD frames (1-3 photons,
-#: 36.03 / 35.98); at 30 photons they are within run-to-run spread (27.46 / 27.31 dB), and pg-sure's one test-time
+#: 35.95 / 35.99); at 30 photons they are within run-to-run spread (27.46 / 27.31 dB), and pg-sure's one test-time
 #: pass is 5x cheaper (benchmarks/results/denoise_pg_cpu.json)
 GR2R_BELOW_COUNTS = 20.0
 
@@ -489,8 +489,10 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
         with ExitStack() as stack:
             img = stack.enter_context(open_image(path))
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
-            files.append(_validate_file(rec, img, ref, noise_for(img), seed, data_range))
-    keys = [k for k in files[0] if k not in ("path", "reference", "noise", "warning")]
+            nm = noise_for(img)
+            kernel = _risk_kernel(img, nm) if given is None or isinstance(given, AutoNoise) else None
+            files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
+    keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
     return {"run": str(run), "noise_spec": noise or "recorded", **{k: _mean_or_none([f[k] for f in files]) for k in keys},
             "files": files}
 
@@ -501,13 +503,24 @@ def _mean_or_none(values: list) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _risk_kernel(img: ImageFile, nm: NoiseModel | PerFrame) -> tuple[tuple[float, ...], ...] | None:
+    """The correlation kernel of a file's noise where its model is white and signal-dependent but the file's own
+    noise report (as `--noise auto` makes it) finds the noise correlated (`NoiseReport.risk_correlation`): the risk
+    estimate counts it, while training kept the white model. None elsewhere."""
+    if isinstance(nm, PerFrame) or nm.name not in ("poisson", "pg"):
+        return None
+    found = _file_report(img, None).risk_correlation
+    return None if found is None else found.kernel
+
+
 def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel | PerFrame,
-                   seed: int, data_range: float | None) -> dict:
+                   seed: int, data_range: float | None, kernel: tuple[tuple[float, ...], ...] | None = None) -> dict:
     s = file_seed(seed, img.path.name)
     rows = []
     for i in range(img.n_frames):
         y = img.frame(i)
-        mse, xhat = rec.risk(y, frame_model(nm, i), seed=s + i)
+        model = frame_model(nm, i)
+        mse, xhat = rec.risk(y, model, seed=s + i, correlation=None if kernel is None else with_kernel(model, kernel))
         r = data_range or default_data_range(img.dtype, y)
         row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(mse, r) if mse > 0 else None}
         if ref is not None:
@@ -516,6 +529,8 @@ def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm
             row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
         rows.append(row)
     entry = {"path": str(img.path), "noise": nm.to_dict(), **{k: _mean_or_none([r[k] for r in rows]) for k in rows[0]}}
+    if kernel is not None:
+        entry["noise_correlation_kernel"] = [list(r) for r in kernel]
     if entry["estimated_mse"] <= 0:
         entry["warning"] = ("the risk estimate is not positive, so the noise model overstates this file's noise "
                             "(see `sslrecon noise`, or pass --noise)")

@@ -177,3 +177,23 @@ def test_sure_with_signal_dependent_correlated_noise_is_unbiased_for_linear_deno
     ok, m, se = _within(est - true)
     assert ok, f"{m:.3g} +- {se:.3g}"
     assert not _within(white - true)[0]  # the white model of the same level is biased: the test can fail
+
+
+@pytest.mark.parametrize("photons", [20.0, 100.0])
+def test_white_model_with_the_correlation_added_is_unbiased(photons):
+    """`validate`'s estimate where training kept a white model of correlated noise: the white model's own terms (the
+    photon removal at 20 counts) plus the divergence over the covariances between pixels (`correlation`)."""
+    from sslrecon.noise import Correlated
+
+    model = Correlated(1.5, ((0.0, 0.5, 0.0), (0.5, 1.0, 0.5), (0.0, 0.5, 0.0)), gain=2.0, offset=-10.0)
+    white = PoissonGaussian(gain=2.0, sigma=1.5, offset=-10.0)
+    x = _clean() * 2 * photons * 2.0 - 10.0
+    g = torch.Generator().manual_seed(7)
+    y = model.sample(x, generator=g)
+    with torch.no_grad():
+        true = ((_blur(y) - x) ** 2).mean((1, 2, 3))
+        est = sure_mse(_blur, y, white, generator=g, correlation=model)
+        alone = sure_mse(_blur, y, white, generator=g)
+    ok, m, se = _within(est - true)
+    assert ok, f"{m:.3g} +- {se:.3g}"
+    assert not _within(alone - true)[0]

@@ -74,9 +74,12 @@ class Reconstructor:
         y = self.norm(np.asarray(frame, dtype=np.float32))
         return self.norm.denormalize(self._apply(y, self._physics(noise), seed, autocast=True))
 
-    def risk(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> tuple[float, np.ndarray]:
+    def risk(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0,
+             correlation: NoiseModel | None = None) -> tuple[float, np.ndarray]:
         """Self-supervised estimate of the MSE of the test-time reconstruction of `frame` against the clean
-        frame (data units^2), and that reconstruction (float32, data units), computed once for both."""
+        frame (data units^2), and that reconstruction (float32, data units), computed once for both. `correlation`
+        (data units): `sure_mse`'s, for noise whose white model leaves out a correlation (not with a loss's own
+        risk)."""
         physics = self._physics(noise)
         if self.loss.own_risk:  # the loss's own per-pixel risk map, tiled beside its prediction
             g = torch.Generator(device=self.device).manual_seed(seed)
@@ -95,5 +98,6 @@ class Reconstructor:
         fy = apply(y)
         g = torch.Generator().manual_seed(seed + 1)
         mse = sure_mse(lambda v: fy if v is y else apply(v), y, physics.noise, generator=g,
-                       divergence=not self.loss.j_invariant)
+                       divergence=not self.loss.j_invariant,
+                       correlation=None if correlation is None else self._physics(correlation).noise)
         return float(mse[0]) * self.norm.scale**2, self.norm.denormalize(fy[0, 0].numpy())

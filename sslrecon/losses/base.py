@@ -176,17 +176,22 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
 
 
 def mc_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: NoiseModel, eps: float, generator=None,
-                  dims=None) -> torch.Tensor:
+                  dims=None, off_diagonal: bool = False) -> torch.Tensor:
     """`mean_i var_i d f_i / d y_i` (per image over `dims`, else over the batch) by one Rademacher probe `b`:
     `(S b) . (f(y + eps b) - f(y)) / eps`, with `S` the model's covariance (`cov_apply`; for white noise the
-    per-pixel variance at the pixel's own value, `stein_weight`)."""
+    per-pixel variance at the pixel's own value, `stein_weight`). `off_diagonal`: only `S`'s covariances between
+    pixels, `sum_{i != j} S_ij d f_i / d y_j`."""
     b = rademacher(y.shape, y, generator)
-    terms = noise.cov_apply(y, b) * (f(y + eps * b) - fy)
+    sb = noise.cov_apply(y, b)
+    if off_diagonal:
+        sb = sb - noise.stein_weight(y) * b
+    terms = sb * (f(y + eps * b) - fy)
     return (terms.mean() if dims is None else terms.mean(dims)) / eps
 
 
 def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, tau: float = 0.01,
-             divergence: bool = True, removal: bool | None = None) -> torch.Tensor:
+             divergence: bool = True, removal: bool | None = None,
+             correlation: NoiseModel | None = None) -> torch.Tensor:
     """Stein's unbiased risk estimate of `mean((f(y) - x)^2)` per image, shape (B,).
 
     `SURE = |f(y) - y|^2 - sum var_i + 2 sum var_i d f_i / d y_i`, with the divergence estimated by one
@@ -195,14 +200,19 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
     correlated noise the probe is multiplied by the covariance (`cov_apply`): `(S b) . J b`. For shot noise
     at low counts (`removal` None: `low_counts`; True forces it) the photon removal is a finite difference
     instead (`removal_divergence`): a network trained on the Taylor terms there has learned their error.
+    `correlation` (a `Correlated` form of a white `noise`, `NoiseReport.risk_correlation`) adds the divergence
+    over its covariances between pixels, `2 sum_{i != j} S_ij d f_i / d y_j`, by one more probe: the diagonal stays
+    the white model's (with the photon removal where it applies), the rest is what correlated noise adds.
     """
     with torch.no_grad():
         fy = f(y)
         dims = tuple(range(1, y.ndim))
         mse = ((fy - y) ** 2).mean(dims) - noise.stein_weight(y).mean(dims)
+        eps = probe_scale(noise, y, tau)
         if divergence:
-            eps = probe_scale(noise, y, tau)
             divergence_of = removal_divergence if removal or (removal is None and low_counts(y, noise)) \
                 else mc_divergence
             mse = mse + 2 * divergence_of(f, y, fy, noise, eps, generator=generator, dims=dims)
+        if correlation is not None:  # (a J-invariant predictor's own divergence is 0, not its cross terms)
+            mse = mse + 2 * mc_divergence(f, y, fy, correlation, eps, generator=generator, dims=dims, off_diagonal=True)
     return mse

@@ -80,6 +80,7 @@ from .models import (
     Poisson,
     PoissonGaussian,
     kernel_from_autocorrelation,
+    with_kernel,
 )
 
 MAX_SIDE = 1024        # central crop used per frame
@@ -96,8 +97,8 @@ CORR_THRESHOLD = 0.1   # |rho| at lag 1 above which noise is called correlated
 #: for signal-dependent noise, the lag-1 correlation at every brightness above which the model keeps it
 #: (Poisson-Gaussian level, the kernel's correlation); below it the white model stands. The EPU micrograph
 #: (0.55) is above; the FMD frames (0.17-0.33, mostly texture: their residuals against the 50-frame average have
-#: lag-1 0.05-0.09 in flat places), where the white-model losses measured best (gr2r-poisson 35.85 dB, pg-sure
-#: 35.98), are below
+#: lag-1 0.05-0.09 in flat places), where the white-model losses measured best (gr2r-poisson 35.95 dB, pg-sure
+#: 35.99 at 300 steps), are below
 CORR_PG_THRESHOLD = 0.3
 SLOPE_RATIO = 1.5      # variance growth over the brightness range that signals signal dependence,
 MIN_GROWTH, SLOPE_Z = 1.1, 8.0  # or a smaller growth with a slope this many standard errors from zero
@@ -1206,6 +1207,15 @@ class NoiseReport:
         return self.fit.r2_heldout if self.fit is not None else None
 
     @property
+    def risk_correlation(self) -> Correlated | None:
+        """For a white signal-dependent model whose noise still correlates significantly (below
+        `CORR_PG_THRESHOLD` training keeps the white model, which measured best), the model with that correlation:
+        a risk estimate must count it (`sure_mse`'s `correlation`). None otherwise."""
+        if self.kind != "signal-dependent" or isinstance(self.model, Correlated) or not self.correlation.significant:
+            return None
+        return with_kernel(self.model, self.correlation.kernel())
+
+    @property
     def heldout_error(self) -> float | None:
         """Median relative error of the chosen model's variance against the local noise variance
         measured on the held-out half, bin by bin."""
@@ -1305,9 +1315,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             _note_read_noise_precision(model, fit, notes)
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
                 # the correlation is the kernel's: white Poisson-Gaussian SURE would let a network copy it
-                pg = model.as_pg()
-                model = Correlated(sigma=float(pg.sigma), kernel=corr.kernel(), gain=float(pg.gain),
-                                   offset=float(pg.offset))
+                model = with_kernel(model, corr.kernel())
             return NoiseReport(model, "signal-dependent", clip, fit, corr, notes, dark)
         if corr.significant:
             used = fit.bin_used

@@ -352,6 +352,13 @@ def correlate(v: torch.Tensor, kernel, adjoint: bool = False) -> torch.Tensor:
     return op(v.transpose(0, 1), k, groups=k.shape[0]).transpose(0, 1)
 
 
+def with_kernel(model: NoiseModel, kernel: tuple[tuple[float, ...], ...]) -> Correlated:
+    """A Poisson(-Gaussian) `model`'s noise correlated by `kernel` (unit sum of squares): the same variance at each
+    pixel, `gain * (y - offset) + sigma^2`, and the kernel's correlation between neighbours."""
+    pg = model.as_pg()
+    return Correlated(sigma=float(pg.sigma), kernel=kernel, gain=float(pg.gain), offset=float(pg.offset))
+
+
 def kernel_from_autocorrelation(acf: np.ndarray) -> np.ndarray:
     """A symmetric (zero-phase) kernel whose autocorrelation is `acf`, a centred, odd-sided 2-D autocorrelation
     or autocovariance (e.g. estimated from noise), cropped to the side of `acf`, with unit sum of squares.
