@@ -382,8 +382,8 @@ def main() -> None:
         ref = f"{r['reference_gain']:.2f}" if "reference_gain" in r else ""
         print(f"| {r['data']} | {r['model']} | {r['r2_heldout']:.3f} | {ends} | {r['lag1'][0]:.2f}, {r['lag1'][1]:.2f} | {ref} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"gaussian": gauss, "correlated": corr, "poisson_gaussian": pg, "counting": counting,
-                                     "folder": folder, "real": real,
+    args.json.write_text(json.dumps({"gaussian": gauss, "correlated": corr, "poisson_gaussian": pg,
+                                     "counting": counting, "folder": folder, "real": real,
                                      "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
 
 

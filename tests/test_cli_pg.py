@@ -199,10 +199,12 @@ def test_validate_counts_the_noise_correlation_a_white_model_leaves_out(tmp_path
     d, ref = tmp_path / "corr", tmp_path / "corr_ref"
     d.mkdir()
     ref.mkdir()
-    model = Correlated(sigma=4.0, kernel=((0.0, 0.12, 0.0), (0.12, 1.0, 0.12), (0.0, 0.12, 0.0)), gain=3.0, offset=100.0)
+    kernel = ((0.0, 0.12, 0.0), (0.12, 1.0, 0.12), (0.0, 0.12, 0.0))
+    model = Correlated(sigma=4.0, kernel=kernel, gain=3.0, offset=100.0)
     rng, g = np.random.default_rng(1), torch.Generator().manual_seed(1)
     x = 100 + 3 * smooth_image(rng, 256, 256, level=40.0, amp=25.0)
-    tifffile.imwrite(d / "im.tif", model.sample(torch.tensor(x)[None, None], generator=g)[0, 0].numpy().astype(np.float32))
+    y = model.sample(torch.tensor(x)[None, None], generator=g)[0, 0].numpy()
+    tifffile.imwrite(d / "im.tif", y.astype(np.float32))
     tifffile.imwrite(ref / "im.tif", x.astype(np.float32))
     code, out, err = run(["fit", d, "-o", tmp_path / "run", "--loss", "pg-sure", "--json", *TINY], capsys)
     assert code == 0, err

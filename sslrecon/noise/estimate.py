@@ -344,7 +344,7 @@ class Clipping:
 def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
     """Index of the last value of a pile-up among the `CLIP_DEPTH` most extreme values: one holding at least 0.1 %
     of the pixels and at least twice as many as the next value inwards, a drop at least twice the drop beyond it.
-    The second condition tells a floor from the edge of a count distribution: a Poisson histogram (or a mixture of
+    The last condition tells a floor from the edge of a count distribution: a Poisson histogram (or a mixture of
     them, since k! P(k) is then log-convex) falls off towards zero by the ratio (k + 1) / lam, more steeply at each
     value outwards, so zeros of photon-counting data below a few photons per pixel are no floor; a clipped level
     gathers the whole tail beyond it into one value, a spike against the histogram's run inwards."""
@@ -359,7 +359,8 @@ def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
 def detect_clipping(frames: list[np.ndarray]) -> Clipping:
     """A level is clipped where pixels pile up among the four lowest (highest) values (`_pile_up`: an 8-bit floor
     or a saturated detector, not the zeros of photon counts), or, for integer data, where any share of pixels
-    (1e-5) sits on the type's limit (255 for uint8; not an unsigned type's 0, where photon counts start). Looks at the central crops the estimators use."""
+    (1e-5) sits on the type's limit (255 for uint8; not an unsigned type's 0, where photon counts start). Looks at
+    the central crops the estimators use."""
     crops = [central_crop(f) for f in frames]
     values, counts = np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
     n = int(counts.sum())
