@@ -268,6 +268,11 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     loss = build_loss(cfg.loss, **options)
     if learns:
         loss.plan(cfg.steps)  # settles what follows the run's length (hold_steps="auto")
+    for p, m in zip(paths, per_file):
+        try:
+            loss.check_noise(file_model(m))
+        except ConfigError as e:
+            raise ConfigError(e.message, path=p, fix=e.fix) from None
 
     def physics_for(sources: list[tuple[int, int]]) -> Denoising:
         """The physics of a batch whose patches come from (file, frame) `sources`."""

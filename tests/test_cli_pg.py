@@ -187,6 +187,7 @@ def test_known_model_losses_take_correlated_signal_dependent_noise(loss, tmp_pat
         code, _, err = run(["fit", d, "-o", tmp_path / "forced", "--loss", loss, "--noise", spec,
                             "--loss-option", "finite=true", *TINY], capsys)
         assert code == 2 and "finite=true" in err and "fix:" in err and err.count("\n") == 1
+        assert str(d / "im0.tif") in err  # the file whose model refuses it
         assert not (tmp_path / "forced" / "model.pt").exists()
 
 

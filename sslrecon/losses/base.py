@@ -70,6 +70,11 @@ class Loss(nn.Module):
         """Settle the options that follow the data (an `auto` value) from a batch `y` of training measurements
         before training, so that `options()` records the value the run used. Most losses have none."""
 
+    def check_noise(self, noise: NoiseModel) -> None:
+        """Refuse (`ConfigError`, with the fix) a noise model that this loss's options cannot take, before training;
+        `fit` asks it of each file's model, so the refusal names the file. Most losses take any model they
+        `supports`."""
+
     def pace(self, factor: float) -> None:
         """The training loop's learning-rate factor for the coming step (its schedule, 1 at the peak; `train` calls
         this before every step). Losses that learn state beside the network (the multipliers of `unsure`) slow with

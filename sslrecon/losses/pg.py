@@ -124,8 +124,10 @@ class PgSure(SureGaussian):
         return self.finite is True or (self.finite == "auto" and low_counts(y, noise, FINITE_COUNTS))
 
     def adapt(self, y, physics=DENOISING):
-        """Refuse, before training, options that remove single photons where the noise is not white counts."""
-        noise = self.noise_of(physics)
+        self.check_noise(self.noise_of(physics))
+
+    def check_noise(self, noise):
+        """Refuse options that remove single photons where the noise is not white counts."""
         key = "finite" if self.finite is True else "second_order" if self.second_order is True else None
         if key and not noise.white:
             raise ConfigError(f"pg-sure's {key}=true removes single photons, and correlated noise has no counts to remove",
