@@ -250,29 +250,28 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     noise, per_file = noise_models(cfg.noise, images)
     if cfg.loss == "auto":
         cfg = replace(cfg, loss=auto_loss(noise, norm.shift))  # (the shift is the data's mean)
-    for p, m in zip(paths, map(file_model, per_file)):
-        if not LOSSES[cfg.loss].supports(m):  # (a loss that learns the noise takes any model as its start)
-            raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
-                              fix=f"use --loss {auto_loss(m, norm.shift)} or --loss auto")
-    per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
     learns = LOSSES[cfg.loss].learns_noise  # then the given or estimated models only start its own, per file
-    try:  # batches mix files: refuse models that cannot share a batch now, not mid-training
-        if not learns:
-            stack_noise([file_model(m) for m in per_file_n])
-    except ValueError as e:
-        raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
-                          fix="pass one --noise for all inputs, or fit these inputs separately") from None
     options = {**cfg.loss_options, "groups": len(paths)} if learns else cfg.loss_options
     if learns and resume is not None:  # a resumed run keeps the hold it was planned with (none before there was one)
         options["hold_steps"] = resume["loss_options"].get("hold_steps", 0)
     loss = build_loss(cfg.loss, **options)
     if learns:
         loss.plan(cfg.steps)  # settles what follows the run's length (hold_steps="auto")
-    for p, m in zip(paths, per_file):
+    for p, m in zip(paths, map(file_model, per_file)):  # each file's model, so that a refusal names the file
+        if not LOSSES[cfg.loss].supports(m):  # (a loss that learns the noise takes any model as its start)
+            raise ConfigError(f"loss {cfg.loss} does not support {m.name} noise (the model of {p})",
+                              fix=f"use --loss {auto_loss(m, norm.shift)} or --loss auto")
         try:
-            loss.check_noise(file_model(m))
+            loss.check_noise(m)  # what the loss's options cannot take
         except ConfigError as e:
             raise ConfigError(e.message, path=p, fix=e.fix) from None
+    per_file_n = [m.rescaled(norm.shift, norm.scale) for m in per_file]
+    try:  # batches mix files: refuse models that cannot share a batch now, not mid-training
+        if not learns:
+            stack_noise([file_model(m) for m in per_file_n])
+    except ValueError as e:
+        raise ConfigError(f"the inputs' noise models cannot be trained together ({e})",
+                          fix="pass one --noise for all inputs, or fit these inputs separately") from None
 
     def physics_for(sources: list[tuple[int, int]]) -> Denoising:
         """The physics of a batch whose patches come from (file, frame) `sources`."""
@@ -494,8 +493,9 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
         with ExitStack() as stack:
             img = stack.enter_context(open_image(path))
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
-            nm = noise_for(img)
-            kernel = _risk_kernel(img, nm) if given is None or isinstance(given, AutoNoise) else None
+            nm = noise_for(img)  # (a loss's own risk, gr2r-poisson's, takes no correlation term)
+            measured = (given is None or isinstance(given, AutoNoise)) and not rec.loss.own_risk
+            kernel = _risk_kernel(img, nm) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
     return {"run": str(run), "noise_spec": noise or "recorded", **{k: _mean_or_none([f[k] for f in files]) for k in keys},
@@ -510,12 +510,11 @@ def _mean_or_none(values: list) -> float | None:
 
 def _risk_kernel(img: ImageFile, nm: NoiseModel | PerFrame) -> tuple[tuple[float, ...], ...] | None:
     """The correlation kernel of a file's noise where its model is white and signal-dependent but the file's own
-    noise report (as `--noise auto` makes it) finds the noise correlated (`NoiseReport.risk_correlation`): the risk
+    noise report (as `--noise auto` makes it) finds the noise correlated (`NoiseReport.risk_kernel`): the risk
     estimate counts it, while training kept the white model. None elsewhere."""
     if isinstance(nm, PerFrame) or nm.name not in ("poisson", "pg"):
         return None
-    found = _file_report(img, None).risk_correlation
-    return None if found is None else found.kernel
+    return _file_report(img, None).risk_kernel
 
 
 def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel | PerFrame,

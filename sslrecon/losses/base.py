@@ -205,7 +205,7 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
     correlated noise the probe is multiplied by the covariance (`cov_apply`): `(S b) . J b`. For shot noise
     at low counts (`removal` None: `low_counts`; True forces it) the photon removal is a finite difference
     instead (`removal_divergence`): a network trained on the Taylor terms there has learned their error.
-    `correlation` (a `Correlated` form of a white `noise`, `NoiseReport.risk_correlation`) adds the divergence
+    `correlation` (a `Correlated` form of a white `noise`: `with_kernel`, `NoiseReport.risk_kernel`) adds the divergence
     over its covariances between pixels, `2 sum_{i != j} S_ij d f_i / d y_j`, by one more probe: the diagonal stays
     the white model's (with the photon removal where it applies), the rest is what correlated noise adds.
     """
@@ -213,7 +213,7 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
         fy = f(y)
         dims = tuple(range(1, y.ndim))
         mse = ((fy - y) ** 2).mean(dims) - noise.stein_weight(y).mean(dims)
-        eps = probe_scale(noise, y, tau)
+        eps = probe_scale(noise, y, tau) if divergence or correlation is not None else None
         if divergence:
             divergence_of = removal_divergence if removal or (removal is None and low_counts(y, noise)) \
                 else mc_divergence

@@ -1208,13 +1208,13 @@ class NoiseReport:
         return self.fit.r2_heldout if self.fit is not None else None
 
     @property
-    def risk_correlation(self) -> Correlated | None:
+    def risk_kernel(self) -> tuple[tuple[float, ...], ...] | None:
         """For a white signal-dependent model whose noise still correlates significantly (below
-        `CORR_PG_THRESHOLD` training keeps the white model, which measured best), the model with that correlation:
-        a risk estimate must count it (`sure_mse`'s `correlation`). None otherwise."""
+        `CORR_PG_THRESHOLD` training keeps the white model, which measured best), the correlation's kernel: a risk
+        estimate must count it (`sure_mse`'s `correlation`, `with_kernel`). None otherwise."""
         if self.kind != "signal-dependent" or isinstance(self.model, Correlated) or not self.correlation.significant:
             return None
-        return with_kernel(self.model, self.correlation.kernel())
+        return self.correlation.kernel()
 
     @property
     def heldout_error(self) -> float | None:
