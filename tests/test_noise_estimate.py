@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sslrecon.noise import Correlated, Gaussian, Poisson, PoissonGaussian
-from sslrecon.noise.estimate import LAGS, _pile_up, analyze, detect_clipping, gaussian_sigma
+from sslrecon.noise.estimate import LAGS, _pile_up, analyze, count_lattice, detect_clipping, gaussian_sigma
 
 from .conftest import EPU, FMD, SHARED, needs_shared, smooth_image
 
@@ -171,6 +171,28 @@ def test_zeros_of_photon_counts_are_no_floor():
         rep = analyze(frames)
         assert not rep.clipping.detected, (lo, rep.clipping)
         assert rep.kind == "signal-dependent" and abs(rep.model.gain - 1) < 0.1, (lo, rep.model)
+
+
+def test_whole_counts_are_read_as_a_counting_detectors():
+    """Whole counts whose fitted gain is within 10 % of their lattice's step, without read noise, take the step as the
+    gain and a dark level on the lattice (exactly what the risk estimates need: a photon removed is a value the data
+    can hold). Counts on a lattice of step 3 above a dark level of 7 too; not an offset given off the lattice, nor
+    data with read noise, nor 8-bit frames whose gain is many grey levels."""
+    rng = np.random.default_rng(12)
+    lam = ramp_scene(lo=0.3, hi=3.0, linear=True)
+    counts = [rng.poisson(lam).astype(np.float32) for _ in range(2)]
+    rep = analyze(counts)
+    assert (rep.model.gain, rep.model.offset, rep.model.as_pg().sigma) == (1.0, 0.0, 0.0), rep.model
+    assert any("whole counts" in n for n in rep.notes)
+    assert count_lattice([7 + 3 * c for c in counts]) == (3.0, 1.0)
+    assert analyze([7 + 3 * c for c in counts]).model == Poisson(gain=3.0, offset=7.0)
+    assert analyze(counts, offset=0.5).model.offset == 0.5
+    read = analyze([c + rng.normal(0, 0.7, c.shape) for c in counts]).model
+    assert read.gain != 1.0
+    eight_bit = [np.clip(np.round(4 * rng.poisson(10 * lam) + rng.normal(0, 1.5, lam.shape)), 0, 255).astype(np.uint8)
+                 for _ in range(2)]
+    assert count_lattice(eight_bit) == (1.0, 0.0) and abs(analyze(eight_bit).model.gain - 4) < 0.4
+    assert count_lattice([c + 0.5 * (c > 1) for c in counts]) is None
 
 
 def test_clipping_not_reported_for_unclipped_float_data():

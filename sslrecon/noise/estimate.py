@@ -1259,6 +1259,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     can (`_dark_offset`). `evidence=False` leaves out what only the report shows and the model does not use (that
     dark level when `offset` is given)."""
     frames = [central_crop(f) for f in frames]  # read once (frames may be memory-mapped), in their own dtype
+    given = offset
     if not frames:
         raise ValueError("no frames to estimate noise from")
     clip = detect_clipping(frames)
@@ -1314,6 +1315,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                              "overrides it")
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
+            if not corr.significant:
+                model = _whole_counts(model, frames, notes, given)
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
                 # the correlation is the kernel's: white Poisson-Gaussian SURE would let a network copy it
                 model = with_kernel(model, corr.kernel())
@@ -1364,6 +1367,48 @@ def _note_read_noise_precision(model: NoiseModel, fit: MeanVarianceFit, notes: l
         dark = fit.darkest_variance
         notes.append(f"read noise poorly determined: sigma^2 = {s2:.4g} +- {fit.intercept_se:.2g} "
                      f"(the darkest data fitted have a noise variance of {dark:.4g}: a dark frame or --offset helps)")
+
+
+#: How far the fitted gain may lie from the step of data on a lattice of whole numbers for `_whole_counts` to take
+#: them as counts: the photon-counting rows of `benchmarks/noise_estimation.py` fit it within 2.5 %.
+COUNT_GAIN_TOLERANCE = 0.1
+
+
+def count_lattice(frames: list[np.ndarray]) -> tuple[float, float] | None:
+    """`(step, base)` where every value is a whole number and they all lie on `base + step * k`, else None (data
+    that are not whole numbers, or a single value)."""
+    step, lo = 0, None
+    for f in frames:
+        v = np.unique(np.asarray(f))
+        if not (np.all(np.isfinite(v)) and np.all(np.abs(v) < 2.0**52) and np.all(v == np.round(v))):
+            return None
+        lo = int(v[0]) if lo is None else lo
+        step = np.gcd.reduce(np.abs(v.astype(np.int64) - lo), initial=step)
+    return (float(step), float(lo % step)) if step else None
+
+
+def _whole_counts(model: NoiseModel, frames: list[np.ndarray], notes: list[str], given: float | None) -> NoiseModel:
+    """A counting detector's model where the data say so: every value on a lattice of whole numbers (`count_lattice`),
+    the fitted gain within `COUNT_GAIN_TOLERANCE` of its step and the read noise under half a step (rounding).
+    Then the gain is the step, there is no read noise and the dark level lies on the lattice, so that a photon
+    removed or added is a value the data can hold: the risk estimates' photon removal is exact there (a fitted gain
+    of 0.986 moved each probed pixel off the lattice, which showed a network the moved input, and it learned to
+    exploit that). Otherwise (or where an offset `given` by the user lies off the lattice) the model stands."""
+    pg = model.as_pg()
+    lattice = count_lattice(frames)
+    if lattice is None or not float(pg.gain) > 0:
+        return model
+    step, base = lattice
+    gain, sigma, offset = float(pg.gain), float(pg.sigma), float(pg.offset)
+    if abs(gain / step - 1) > COUNT_GAIN_TOLERANCE or sigma >= step / 2:
+        return model
+    dark = base + step * round((offset - base) / step)
+    if given is not None and given != dark:
+        return model
+    notes.append(f"whole counts: every value lies on a lattice of step {step:g} and the fitted gain ({gain:.4g}, "
+                 f"read noise {sigma:.2g}) is that of counting: gain taken as {step:g} and the offset as {dark:g} (was "
+                 f"{offset:.4g}), no read noise")
+    return Poisson(gain=step, offset=dark)
 
 
 def _dark_offset(dark: DarkLevel | None, fit: MeanVarianceFit, clip: Clipping) -> float | None:
