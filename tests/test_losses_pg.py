@@ -8,7 +8,7 @@ import torch
 
 from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss, sure_mse
-from sslrecon.losses.base import REMOVAL_SPACING, _fork, low_counts, removal_divergence
+from sslrecon.losses.base import REMOVAL_SPACING, _fork, low_counts, removal_divergence, whole_counts
 from sslrecon.losses.pg import auto_alpha, auto_test_samples, second_order_term, skewed_probe
 from sslrecon.noise import Poisson, PoissonGaussian
 from sslrecon.physics import Denoising
@@ -157,10 +157,50 @@ def test_finite_difference_is_unbiased_for_shot_noise_alone():
     assert ok, f"{m:.3g} +- {se:.3g}"
 
 
-def test_pg_sure_trains_on_the_taylor_terms_by_default():
-    """The finite difference holds the model to its word; `--noise auto`'s per-file models are not exact enough for
-    it to win by default (see the loss's docstring)."""
-    assert build_loss("pg-sure").options()["finite"] is False
+def _lattice_reader(c: float):
+    """A denoiser that reads where its input lies between whole counts: on them it is `_blur`, and a Taylor probe off
+    the count lattice moves its output by `2 pi c` times the probe, so the first-order term credits it with a
+    divergence that its photon removal (`f(y) - f(y - gain e_i)`, 0 for the sine) does not have."""
+    return lambda v: _blur(v) + c * GAIN * torch.sin(2 * math.pi * (v - OFFSET) / GAIN)
+
+
+def test_whole_counts_take_the_photon_removal_at_any_count():
+    """On whole counts (no read noise) a network can see a Taylor probe, and one that reads it lowers the first-order
+    estimate as far as it likes (a count level above `LOW_COUNTS`, where only `whole_counts` calls for the removal);
+    `sure_mse`, `sure` and `pg-sure`'s default take the photon removal there, which is unbiased for it. Off the
+    lattice (read noise) the Taylor terms stay."""
+    shot, read = Poisson(gain=GAIN, offset=OFFSET), PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
+    f = _lattice_reader(-0.2)
+    y = shot.sample(_scene(200.0, 2), generator=torch.Generator().manual_seed(0))
+    assert whole_counts(y, shot) and not low_counts(y, shot)
+    assert not whole_counts(y + 0.5, shot) and not whole_counts(y, read) and not whole_counts(y, Poisson(gain=1.5))
+    assert not _bias(200.0, f, lambda f, y, m, g: sure_mse(f, y, m, generator=g, removal=False), 2, model=shot)[0]
+    ok, m, se = _bias(200.0, f, lambda f, y, m, g: sure_mse(f, y, m, generator=g), 2, model=shot)
+    assert ok, f"{m:.3g} +- {se:.3g}"
+    pg_sure, taylor = build_loss("pg-sure"), build_loss("pg-sure", finite=False)
+    assert pg_sure.options()["finite"] == "counts"
+    assert pg_sure._finite(y, shot) and not pg_sure._finite(read.sample(_scene(1.0, 2)), read)
+    x = _scene(200.0, 8)
+    for loss, counted in ((pg_sure, True), (taylor, False), (build_loss("sure"), True)):
+        g, diffs = torch.Generator().manual_seed(3), []
+        for _ in range(100):
+            y = shot.sample(x, generator=g)
+            diffs.append(float(loss(f, y, Denoising(shot), generator=g).value) - float(((f(y) - x) ** 2).mean()))
+        assert _within(torch.tensor(diffs))[0] == counted, (loss.name, loss.options())
+
+
+def test_photon_removal_moves_no_pixel_below_the_data():
+    """Without read noise a pixel that holds no photon is not moved: moved down it would hold a value below any the
+    data hold, which shows a network the moved input and where its lattice lies, and a network that raises its
+    output at the lattice's other pixels when it sees one lowers the estimate without bound."""
+    neg, s = lambda v: (OFFSET - v).clamp_min(0), REMOVAL_SPACING
+
+    def f(v):
+        seen = sum(torch.roll(neg(v), k, d) for k in (s, -s) for d in (-1, -2))
+        return _blur(v) + 5 * seen
+
+    ok, m, se = _removal_bias(1.0, f, n=1600, model=Poisson(gain=GAIN, offset=OFFSET))
+    assert ok, f"{m:.3g} +- {se:.3g}"
 
 
 @pytest.mark.parametrize("options", [{"second_order": True, "finite": True}, {"second_order": True, "finite": "auto"},

@@ -7,7 +7,7 @@ import torch
 from sslrecon.errors import ConfigError
 from sslrecon.losses import build_loss
 from sslrecon.models import UNet, UNetConfig
-from sslrecon.noise import Gaussian, PoissonGaussian
+from sslrecon.noise import Gaussian, Poisson, PoissonGaussian
 from sslrecon.noise.models import Correlated
 from sslrecon.physics import Denoising
 
@@ -182,7 +182,9 @@ def test_pg_unsure_started_from_a_poisson_model_adds_little_read_noise():
     multiplier above 0 to learn from: 5 % of the shot variance at the data's mean, whatever the image's contrast (a
     share of the image's variance had started it at 6.7 for a true 3 on Set12 crops at 30 photons)."""
     scene = 40 * (1 + 4 * _scene())  # high contrast: the image's variance is many times the noise's
-    y = 100 + 2 * torch.poisson(scene, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    # (a little read noise the start leaves out: whole counts would be a counting detector's, with nothing to learn)
+    y = 100 + 2 * torch.poisson(scene, generator=g) + 0.5 * torch.randn(scene.shape, generator=g)
     loss = build_loss("pg-unsure")
     loss.initialise(PoissonGaussian(gain=2.0, sigma=0.0, offset=100.0), y)
     start = loss.pooled_model()
@@ -190,6 +192,32 @@ def test_pg_unsure_started_from_a_poisson_model_adds_little_read_noise():
     shot = 2.0 * float((y - 100).mean())
     assert float(start.sigma) ** 2 == pytest.approx(0.05 * shot, rel=1e-4)
     assert float(start.sigma) ** 2 < 0.01 * float(y.var())
+
+
+def test_pg_unsure_holds_a_counting_detectors_model():
+    """On whole counts of a model without read noise (photon counting; `--noise auto` reads such data so) the gain is
+    the count step and there is no read noise: the multipliers stay at their start and the loss is PG-SURE with the
+    photon removal (a Taylor probe off the lattice is one a network sees, and the learned gain fell to 0.59 for a
+    true 1). Files of both kinds in one run are refused."""
+    model = Poisson(gain=2.0, offset=100.0)
+    y = model.sample(100 + 2 * (0.3 + 2 * _scene()).expand(4, 1, -1, -1), generator=torch.Generator().manual_seed(0))
+    loss = build_loss("pg-unsure", hold_steps=0)
+    loss.train()
+    torch.manual_seed(0)
+    net, phys = UNet(UNetConfig(width=8, depth=2)), Denoising(model)
+    g = torch.Generator().manual_seed(1)
+    out = loss(net, y, phys, generator=g)
+    out.value.backward()
+    assert bool(loss.counts.all()) and not loss.learning and int(loss.ascents) == 0
+    held = loss.pooled_model()
+    assert (held.gain, held.sigma, held.offset) == pytest.approx((2.0, 0.0, 100.0))
+    with torch.no_grad():  # the same value as pg-sure's default, which takes the photon removal on whole counts
+        same = build_loss("pg-sure")(net, y, phys, generator=torch.Generator().manual_seed(1))
+    assert out.value.item() == pytest.approx(same.value.item(), rel=1e-5)
+    assert "second_order" not in out.terms
+    mixed = build_loss("pg-unsure", groups=2)
+    with pytest.raises(ConfigError, match="whole counts"):
+        mixed.initialise([model, PoissonGaussian(gain=2.0, sigma=1.0, offset=100.0)], y, [0, 0, 1, 1])
 
 
 def test_the_ascent_slows_with_the_learning_rate():

@@ -8,7 +8,9 @@ the probe follows the noise level in any units. Given a (Poisson-)Gaussian model
 `gain * (y_i - offset) + sigma^2` at each pixel's own value weights the divergence: the
 first-order Poisson-Gaussian SURE (Le Montagner et al. 2014), exact in expectation for the
 constant term and free of credit at zero-count pixels. For stationary correlated Gaussian noise of
-covariance `S` the divergence becomes `tr(S J)`, estimated as `(S b) . J b` (generalised SURE).
+covariance `S` the divergence becomes `tr(S J)`, estimated as `(S b) . J b` (generalised SURE). On whole
+counts (photon counting, no read noise) the divergence is the exact photon removal of `pg-sure`'s `finite`
+(`whole_counts`): a network sees a probe off the count lattice and learns to exploit it.
 Not for Gamma noise (use n2s).
 
 Cost per step: two network passes (and their backward). Both run in float32 even under autocast,
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..physics import DENOISING
-from .base import Loss, LossOutput, mc_divergence, probe_scale
+from .base import Loss, LossOutput, mc_divergence, probe_scale, removal_divergence, whole_counts
 
 
 class SureGaussian(Loss):
@@ -44,5 +46,9 @@ class SureGaussian(Loss):
         return LossOutput(value, {"fit": fit.item(), "div": div.item()})
 
     def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        """The weighted divergence term of the batch (`mc_divergence`, probe step `tau * noise level`)."""
-        return mc_divergence(model, y, fy, noise, probe_scale(noise, y, self.tau), generator)
+        """The weighted divergence term of the batch (`mc_divergence`, probe step `tau * noise level`); on whole
+        counts (`whole_counts`) the photon removal, which keeps the network's inputs on their lattice."""
+        eps = probe_scale(noise, y, self.tau)
+        if whole_counts(y, noise):
+            return removal_divergence(model, y, fy, noise, eps, generator=generator)
+        return mc_divergence(model, y, fy, noise, eps, generator)
