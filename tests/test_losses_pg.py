@@ -111,6 +111,21 @@ def test_finite_difference_needs_its_lattice_spread_out():
     assert _removal_bias(1.0, f, spacing=4)[0]
 
 
+def test_the_risk_estimate_removes_photons_off_the_training_lattice():
+    """A network trained on the photon removal learns curvature towards pixels one training lattice away, which a
+    removal on that lattice counts as each pixel's own: such a denoiser reads biased there, and unbiased in
+    `sure_mse`, whose lattice is twice as far apart (`RISK_SPACING`)."""
+    c = 0.5 / GAIN
+
+    def f(v):
+        return _blur(v) + c * torch.roll(v - OFFSET, REMOVAL_SPACING, dims=-1) ** 2
+
+    shot = Poisson(gain=GAIN, offset=OFFSET)
+    assert not _removal_bias(1.0, f, n=1600, model=shot)[0]
+    ok, m, se = _bias(1.0, f, lambda f, y, model, g: sure_mse(f, y, model, generator=g), seed=7, n=1600, model=shot)
+    assert ok, f"{m:.3g} +- {se:.3g}"
+
+
 def test_sure_mse_takes_the_finite_difference_below_low_counts():
     """`sure_mse` (validation, `validate`) removes photons by a finite difference below `LOW_COUNTS` and keeps the
     first-order term above: at one photon its default is unbiased where the first-order estimate is not."""
