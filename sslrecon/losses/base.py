@@ -187,10 +187,10 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
     """Monte-Carlo estimate of `mean_i u_i [f_i(y) - f_i(y - gain e_i)] + sigma^2 d_i f_i(y - gain e_i)` with
     `u = y - offset` (`removable`: without read noise, none below half a photon), per image over `dims`, else over
     the batch: the exact Poisson-Gaussian identity's term that first-order PG-SURE replaces by
-    `(gain u_i + sigma^2) d_i f_i(y)`. Two passes: each image gets a lattice of
-    `spacing` (random phase) whose pixels move by `gain` up or down at random, and a Rademacher probe of step `eps`
-    on the lattice pixels moved down; a lattice pixel moved down is one photon removed, and the others' moves
-    cancel to first order in expectation. Unbiased up to what pixels `spacing` apart do to each other's output in
+    `(gain u_i + sigma^2) d_i f_i(y)`. Two passes (one without read noise): each image gets a lattice of
+    `spacing` (random phase) whose pixels move by `gain` up or down at random (without read noise only those holding
+    a photon), and a Rademacher probe of step `eps` on the lattice pixels moved down; a lattice pixel moved down is
+    one photon removed, and the others' moves cancel to first order in expectation. Unbiased up to what pixels `spacing` apart do to each other's output in
     second order; no Taylor expansion at the scale of a photon, which a network trained at a few photons per pixel
     learns to exploit (its curvature there is paid for by nothing)."""
     pg = noise.as_pg()
@@ -199,14 +199,14 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
     rows = torch.arange(y.shape[-2], device=y.device)[:, None]
     cols = torch.arange(y.shape[-1], device=y.device)[None, :]
     lattice = (((rows - phase[0]) % k == 0) & ((cols - phase[1]) % k == 0)).to(y.dtype)
-    u = removable(y, pg)
+    u, read = removable(y, pg), torch.as_tensor(pg.sigma, device=y.device) > 0
     # without read noise a pixel that holds no photon neither loses one nor gains one: a value below the data's
     # lowest would show the network which input is the moved one (and a move up alone would not cancel)
-    s = rademacher(y.shape, y, generator) * lattice * ((torch.as_tensor(pg.sigma, device=y.device) > 0) | (u > 0))
+    s = rademacher(y.shape, y, generator) * lattice * (read | (u > 0))
     removed = (s < 0).to(y.dtype)
     f1 = f(y + pg.gain * s)
     terms = removed * u * (fy - f1)
-    if bool((torch.as_tensor(pg.sigma) > 0).any()):  # (the read noise's term costs a pass)
+    if bool(read.any()):  # (the read noise's term costs a pass)
         b = rademacher(y.shape, y, generator) * removed
         terms = terms + removed * pg.sigma**2 * b * (f(y + pg.gain * s + eps * b) - f1) / eps
     return 2 * k * k * (terms.mean() if dims is None else terms.mean(dims))

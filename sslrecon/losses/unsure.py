@@ -63,10 +63,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..noise.models import (Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation,
                             stack_kernels)
 from ..physics import DENOISING, Denoising
-from ..errors import ConfigError
 from .base import Loss, LossOutput, probe_scale, rademacher, removal_divergence, whole_counts
 from .pg import second_order_term, wants_second_order
 
