@@ -222,3 +222,24 @@ def test_validate_counts_the_noise_correlation_a_white_model_leaves_out(tmp_path
     assert 0.15 < (k[1:] * k[:-1]).sum() / (k * k).sum() < 0.3  # the kernel's lag-1 correlation, near the noise's
     # the unbiasedness of the added term is tested in test_losses; here it must change the estimate
     assert docs["recorded"]["estimated_mse"] != pytest.approx(docs["given"]["estimated_mse"], rel=1e-3)
+
+
+def test_photon_counts_end_to_end(tmp_path, capsys):
+    """Whole counts without read noise (a counting camera's frames, uint16): `--noise auto` reads them as counts
+    (gain 1, dark level 0, no read noise), `pg-unsure` keeps that model (nothing to learn) and reports it, and
+    `validate` estimates the error of its reconstruction."""
+    d = tmp_path / "counts"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        lam = smooth_image(rng, 128, 128, level=2.0, amp=1.5).clip(0.2)
+        tifffile.imwrite(d / f"c{i}.tif", rng.poisson(lam).astype(np.uint16))
+    code, out, err = run(["fit", d, "-o", tmp_path / "run", "--loss", "pg-unsure", "--json", *TINY], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    start, learned = doc["noise_initial"], doc["noise_learned"]
+    assert start["name"] == "poisson" and (start["gain"], start["offset"]) == pytest.approx((1.0, 0.0), abs=1e-6)
+    assert (learned["gain"], learned["sigma"], learned["offset"]) == pytest.approx((1.0, 0.0, 0.0), abs=1e-6)
+    code, out, err = run(["validate", tmp_path / "run", d, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert all(np.isfinite(f["estimated_mse"]) for f in json.loads(out)["files"])
