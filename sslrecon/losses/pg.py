@@ -19,12 +19,12 @@ pixels moved down, with a Rademacher probe on those alone for the read noise's t
 pass). Nothing is expanded at the scale of a photon, so there is nothing to exploit: trained at 1 photon (Set12,
 gain 2, read noise 3) its estimate reads 0.0284 +- 0.0035 against a true error of 0.0291 after 1200 steps (a
 lattice 4 apart scores 0.3 dB more at 300 steps but is exploited by 1200, `REMOVAL_SPACING`). With the true model
-it trains better where the Taylor terms fail: in `benchmarks/denoise_pg.py` (300 steps) 14.01 dB at 1 photon
-against 13.46 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and 13.68; oracle 16.70), 21.90
+it trains better where the Taylor terms fail: in `benchmarks/denoise_pg.py` (300 steps) 14.08 dB at 1 photon
+against 13.28 (seeds 1 and 2 of a smaller run: 14.05 and 14.21 against 13.25 and 13.68; oracle 16.70), 21.90
 against 21.85 at 5, the same 27.31 at 30. With `--noise auto` on the Set12 crops (one detector, so the pooled
 model) it scores 13.56 / 21.74 against 13.36 / 21.82 at 1 / 5 photons. But it holds the model to its word: on the
 real FMD frames (per-frame models of clipped, slightly correlated noise, without read noise and with a dark level
-above half of some frames' pixels) it scores 35.81 against 35.99 at 300 steps, and at 1000 steps 35.20 against
+above half of some frames' pixels) it scores 35.80 against 35.99 at 300 steps, and at 1000 steps 35.20 against
 36.05 (34.46, the zebrafish frame at 24.51 for a noisy input of 22.22, while its floor was read one value too low);
 with each Set12 crop's own, low, gain it scored 13.52 against 13.86. (While values below the dark level counted as negative photons it
 scored 35.70 at 1000 steps, and 22.84 with them counted as none but photons still removed from pixels holding
