@@ -299,7 +299,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         val_batch = (vy.to(device), vsources)
     y0, src0 = sampler.fixed_batch(VAL_PATCHES, cfg.seed + 3)
     if learns:
-        loss.initialise([file_model(m) for m in per_file_n], y0, [f for f, _ in src0])
+        loss.initialise([file_model(m) for m in per_file_n], y0, [f for f, _ in src0], [str(p) for p in paths])
     else:
         loss.adapt(y0.to(device), physics_for(src0))
     meta = {

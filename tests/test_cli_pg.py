@@ -243,3 +243,18 @@ def test_photon_counts_end_to_end(tmp_path, capsys):
     code, out, err = run(["validate", tmp_path / "run", d, "--json", "--device", "cpu"], capsys)
     assert code == 0, err
     assert all(np.isfinite(f["estimated_mse"]) for f in json.loads(out)["files"])
+
+
+def test_pg_unsure_refuses_whole_counts_beside_other_files(tmp_path, capsys):
+    """A counting detector's files have no noise for pg-unsure to learn and the others do: one run cannot take both,
+    and the refusal names the file and the fix, before anything is trained."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    rng = np.random.default_rng(4)
+    lam = smooth_image(rng, 128, 128, level=2.0, amp=1.5).clip(0.2)
+    tifffile.imwrite(d / "a_counts.tif", rng.poisson(lam).astype(np.uint16))
+    x = smooth_image(rng, 128, 128, level=20.0, amp=10.0).clip(2)
+    tifffile.imwrite(d / "b_camera.tif", (3 * rng.poisson(x) + rng.normal(0, 2, x.shape)).astype(np.float32))
+    code, _, err = run(["fit", d, "-o", tmp_path / "run", "--loss", "pg-unsure", *TINY], capsys)
+    assert code == 2 and "b_camera.tif" in err and "a_counts.tif" in err and "fix:" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "run" / "model.pt").exists()

@@ -194,7 +194,7 @@ def test_whole_counts_take_the_photon_removal_at_any_count():
     assert ok, f"{m:.3g} +- {se:.3g}"
     pg_sure, taylor = build_loss("pg-sure"), build_loss("pg-sure", finite=False)
     assert pg_sure.options()["finite"] == "counts"
-    assert pg_sure._finite(y, shot) and not pg_sure._finite(read.sample(_scene(1.0, 2)), read)
+    assert pg_sure.removes_photons(y, shot) and not pg_sure.removes_photons(read.sample(_scene(1.0, 2)), read)
     x = _scene(200.0, 8)
     for loss, counted in ((pg_sure, True), (taylor, False), (build_loss("sure"), True)):
         g, diffs = torch.Generator().manual_seed(3), []

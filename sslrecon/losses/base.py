@@ -190,8 +190,8 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
     `(gain u_i + sigma^2) d_i f_i(y)`. Two passes (one without read noise): each image gets a lattice of
     `spacing` (random phase) whose pixels move by `gain` up or down at random (without read noise only those holding
     a photon), and a Rademacher probe of step `eps` on the lattice pixels moved down; a lattice pixel moved down is
-    one photon removed, and the others' moves cancel to first order in expectation. Unbiased up to what pixels `spacing` apart do to each other's output in
-    second order; no Taylor expansion at the scale of a photon, which a network trained at a few photons per pixel
+    one photon removed, and the others' moves cancel to first order in expectation. Unbiased up to what pixels
+    `spacing` apart do to each other's output in second order; no Taylor expansion at the scale of a photon, which a network trained at a few photons per pixel
     learns to exploit (its curvature there is paid for by nothing)."""
     pg = noise.as_pg()
     k, n = spacing, y.shape[0]

@@ -76,8 +76,7 @@ import torch
 from ..errors import ConfigError
 from ..noise.estimate import STENCIL_CUBES, STENCIL_SQUARES
 from ..physics import DENOISING
-from .base import (REMOVAL_SPACING, Loss, LossOutput, is_count, low_counts, mc_divergence, probe_scale,
-                   removal_divergence, whole_counts)
+from .base import REMOVAL_SPACING, Loss, LossOutput, is_count, low_counts, probe_scale, whole_counts
 from .r2r import recorrupted_pair
 from .sure import SureGaussian
 
@@ -128,7 +127,9 @@ class PgSure(SureGaussian):
         return {"tau": self.tau, "finite": self.finite, "spacing": self.spacing, "second_order": self.second_order,
                 "tau2": self.tau2}
 
-    def _finite(self, y, noise) -> bool:
+    def removes_photons(self, y, noise) -> bool:
+        """`finite`: always, never, on whole counts ("counts", the default), or there and below `FINITE_COUNTS`
+        ("auto")."""
         if isinstance(self.finite, bool):
             return self.finite
         return whole_counts(y, noise) or (self.finite == "auto" and low_counts(y, noise, FINITE_COUNTS))
@@ -140,20 +141,15 @@ class PgSure(SureGaussian):
         """Refuse options that remove single photons where the noise is not white counts."""
         key = "finite" if self.finite is True else "second_order" if self.second_order is True else None
         if key and not noise.white:
+            default = "counts" if key == "finite" else "auto"
             raise ConfigError(f"pg-sure's {key}=true removes single photons, and correlated noise has no counts to remove",
-                              fix=f"leave {key} at auto (the default) for correlated noise")
-
-    def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        if self._finite(y, noise):
-            return removal_divergence(model, y, fy, noise.as_pg(), probe_scale(noise, y, self.tau), self.spacing,
-                                      generator)
-        return mc_divergence(model, y, fy, noise, probe_scale(noise, y, self.tau), generator)
+                              fix=f"leave {key} at {default} (the default) for correlated noise")
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         out = super().forward(model, y, physics, generator)
         noise = self.noise_of(physics)
         # (the finite difference replaces the expansion that the second-order term extends)
-        if self._finite(y, noise) or not wants_second_order(self.second_order, y, noise):
+        if self.removes_photons(y, noise) or not wants_second_order(self.second_order, y, noise):
             return out
         with torch.autocast(device_type=y.device.type, enabled=False):
             second = second_order_term(model, y, noise.as_pg(), probe_scale(noise, y, self.tau2), generator)

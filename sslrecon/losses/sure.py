@@ -22,12 +22,13 @@ from __future__ import annotations
 import torch
 
 from ..physics import DENOISING
-from .base import Loss, LossOutput, mc_divergence, probe_scale, removal_divergence, whole_counts
+from .base import REMOVAL_SPACING, Loss, LossOutput, mc_divergence, probe_scale, removal_divergence, whole_counts
 
 
 class SureGaussian(Loss):
     name = "sure"
     models = ("gaussian", "poisson", "pg", "corr")
+    spacing = REMOVAL_SPACING  # of the photon removal's lattice (`pg-sure` sets its own)
 
     def __init__(self, tau: float = 0.01):
         super().__init__()
@@ -45,10 +46,15 @@ class SureGaussian(Loss):
             value = fit - noise.stein_weight(y).mean() + 2 * div
         return LossOutput(value, {"fit": fit.item(), "div": div.item()})
 
+    def removes_photons(self, y, noise) -> bool:
+        """Whether the divergence term removes photons by a finite difference (`removal_divergence`) rather than
+        probing (`mc_divergence`): on whole counts (`whole_counts`), whose lattice a probe would leave."""
+        return whole_counts(y, noise)
+
     def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        """The weighted divergence term of the batch (`mc_divergence`, probe step `tau * noise level`); on whole
-        counts (`whole_counts`) the photon removal, which keeps the network's inputs on their lattice."""
+        """The weighted divergence term of the batch: `mc_divergence` with probe step `tau * noise level`, or the
+        photon removal on a lattice `spacing` apart where `removes_photons`."""
         eps = probe_scale(noise, y, self.tau)
-        if whole_counts(y, noise):
-            return removal_divergence(model, y, fy, noise, eps, generator=generator)
+        if self.removes_photons(y, noise):
+            return removal_divergence(model, y, fy, noise, eps, self.spacing, generator)
         return mc_divergence(model, y, fy, noise, eps, generator)

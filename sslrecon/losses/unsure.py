@@ -67,8 +67,9 @@ from ..errors import ConfigError
 from ..noise.models import (Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation,
                             stack_kernels)
 from ..physics import DENOISING, Denoising
-from .base import Loss, LossOutput, probe_scale, rademacher, removal_divergence, whole_counts
+from .base import Loss, LossOutput, probe_scale, rademacher, whole_counts
 from .pg import second_order_term, wants_second_order
+from .sure import SureGaussian
 
 
 #: The share of a run's training steps for which the multipliers stay at their start (`hold_steps="auto"`).
@@ -139,9 +140,10 @@ class _Learned(Loss):
         self._pace = float(factor) * self._room
 
     def initialise(self, noise: NoiseModel | list[NoiseModel] | None, y: torch.Tensor,
-                   sources: list[int] | None = None) -> None:
+                   sources: list[int] | None = None, names: list[str] | None = None) -> None:
         """Set the multipliers from `noise` (normalised units; one model, or one per group; None: from the batch `y`
-        of measurements, whose samples come from the groups `sources`), unless they hold learned values already."""
+        of measurements, whose samples come from the groups `sources`), unless they hold learned values already.
+        `names`: the groups' files, for a refusal to name."""
         if bool(self.initialised):
             return
         noises = noise if isinstance(noise, list) else [noise] * self.groups
@@ -302,13 +304,15 @@ class PgUnsure(_Learned):
         state_dict.setdefault(prefix + "counts", torch.zeros(self.groups, dtype=torch.bool))  # a run from before
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def initialise(self, noise, y, sources=None):
+    def initialise(self, noise, y, sources=None, names=None):
         if bool(self.initialised):
             return
-        super().initialise(noise, y, sources)
+        super().initialise(noise, y, sources, names)
         if bool(self.counts.any()) and not bool(self.counts.all()):
-            raise ConfigError("pg-unsure: some files hold whole counts (a counting detector's, whose noise has nothing "
-                              "to learn) and others do not", fix="fit the two kinds of file in separate runs")
+            counted, other = int(self.counts.nonzero()[0]), int((~self.counts).nonzero()[0])
+            raise ConfigError(f"pg-unsure: not whole counts, where {names[counted] if names else f'file {counted}'} "
+                              "holds them (a counting detector's, whose noise has nothing to learn)",
+                              path=names[other] if names else None, fix="fit the two kinds of file in separate runs")
 
     @property
     def learning(self) -> bool:
@@ -384,12 +388,8 @@ class PgUnsure(_Learned):
     def _counted(self, model, y, idx, generator) -> LossOutput:
         """Whole counts (`whole_counts`): the gain is the count step, there is no read noise and a Taylor probe off
         the lattice would show the network its own divergence (at one count per pixel the learned gain fell to 0.59
-        for a true 1, 10.9 dB for gr2r-poisson's 24.1): PG-SURE with the photon removal, multipliers held."""
-        with torch.autocast(device_type=y.device.type, enabled=False):
-            pg = self._level(idx)
-            fy = model(y)
-            fit = ((fy - y) ** 2).mean()
-            div = removal_divergence(model, y, fy, pg, probe_scale(pg, y, self.tau), generator=generator)
-            value = fit - pg.stein_weight(y).mean() + 2 * div
+        for a true 1, 10.9 dB for gr2r-poisson's 24.1): `sure`'s PG-SURE with the held model, which removes photons
+        there."""
+        out = SureGaussian(tau=self.tau)(model, y, Denoising(self._level(idx)), generator=generator)
         pooled = self.pooled_model()
-        return LossOutput(value, {"fit": fit.item(), "div": div.item(), "gain": pooled.gain, "sigma": pooled.sigma})
+        return LossOutput(out.value, {**out.terms, "gain": pooled.gain, "sigma": pooled.sigma})

@@ -356,13 +356,18 @@ def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
     return None
 
 
-def detect_clipping(frames: list[np.ndarray]) -> Clipping:
+def histogram(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `crops` (sorted) and how many pixels hold each."""
+    return np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
+
+
+def detect_clipping(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray] | None = None) -> Clipping:
     """A level is clipped where pixels pile up among the four lowest (highest) values (`_pile_up`: an 8-bit floor
     or a saturated detector, not the zeros of photon counts), or, for integer data, where any share of pixels
     (1e-5) sits on the type's limit (255 for uint8; not an unsigned type's 0, where photon counts start). Looks at
-    the central crops the estimators use."""
+    the central crops the estimators use (`hist`: their `histogram`, where the caller has it)."""
     crops = [central_crop(f) for f in frames]
-    values, counts = np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
+    values, counts = hist if hist is not None else histogram(crops)
     n = int(counts.sum())
     kind = crops[0].dtype if len({c.dtype for c in crops}) == 1 else None
     ends = []
@@ -1262,7 +1267,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     given = offset
     if not frames:
         raise ValueError("no frames to estimate noise from")
-    clip = detect_clipping(frames)
+    hist = histogram(frames)
+    clip = detect_clipping(frames, hist)
     notes = []
     if clip.detected:
         ends = [f"{v:g} ({100 * p:.1f} % of pixels)" for v, p in ((clip.low, clip.fraction_low),
@@ -1316,7 +1322,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
             if not corr.significant:
-                model = _whole_counts(model, frames, notes, given)
+                model = _whole_counts(model, hist[0], notes, given)
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
                 # the correlation is the kernel's: white Poisson-Gaussian SURE would let a network copy it
                 model = with_kernel(model, corr.kernel())
@@ -1374,28 +1380,25 @@ def _note_read_noise_precision(model: NoiseModel, fit: MeanVarianceFit, notes: l
 COUNT_GAIN_TOLERANCE = 0.1
 
 
-def count_lattice(frames: list[np.ndarray]) -> tuple[float, float] | None:
-    """`(step, base)` where every value is a whole number and they all lie on `base + step * k`, else None (data
-    that are not whole numbers, or a single value)."""
-    step, lo = 0, None
-    for f in frames:
-        v = np.unique(np.asarray(f))
-        if not (np.all(np.isfinite(v)) and np.all(np.abs(v) < 2.0**52) and np.all(v == np.round(v))):
-            return None
-        lo = int(v[0]) if lo is None else lo
-        step = np.gcd.reduce(np.abs(v.astype(np.int64) - lo), initial=step)
-    return (float(step), float(lo % step)) if step else None
+def count_lattice(values: np.ndarray) -> tuple[float, float] | None:
+    """`(step, base)` where all `values` (any shape, e.g. the distinct values of a `histogram`) are whole numbers on
+    `base + step * k`, else None (values that are not whole numbers, or a single value)."""
+    v = np.unique(values)
+    if not (np.all(np.isfinite(v)) and np.all(np.abs(v) < 2.0**52) and np.all(v == np.round(v))):
+        return None
+    step = int(np.gcd.reduce(v.astype(np.int64) - int(v[0])))
+    return (float(step), float(int(v[0]) % step)) if step else None
 
 
-def _whole_counts(model: NoiseModel, frames: list[np.ndarray], notes: list[str], given: float | None) -> NoiseModel:
-    """A counting detector's model where the data say so: every value on a lattice of whole numbers (`count_lattice`),
+def _whole_counts(model: NoiseModel, values: np.ndarray, notes: list[str], given: float | None) -> NoiseModel:
+    """A counting detector's model where the data say so: all `values` on a lattice of whole numbers (`count_lattice`),
     the fitted gain within `COUNT_GAIN_TOLERANCE` of its step and the read noise under half a step (rounding).
     Then the gain is the step, there is no read noise and the dark level lies on the lattice, so that a photon
     removed or added is a value the data can hold: the risk estimates' photon removal is exact there (a fitted gain
     of 0.986 moved each probed pixel off the lattice, which showed a network the moved input, and it learned to
     exploit that). Otherwise (or where an offset `given` by the user lies off the lattice) the model stands."""
     pg = model.as_pg()
-    lattice = count_lattice(frames)
+    lattice = count_lattice(values)
     if lattice is None or not float(pg.gain) > 0:
         return model
     step, base = lattice
