@@ -12,7 +12,8 @@ Synthetic noise is drawn once per setting with a fixed seed:
   noises, also on a smooth synthetic scene, with an offset (given to the estimator), and as clipped
   8-bit data: relative error of the fitted gain and read noise (target <= 10 %), largest and root mean square
   over `--draws` noise draws of each setting (one draw can flatter: clipped Set12 at 1-60 photons read the read
-  noise 1.6 % off in the one draw earlier versions made, and 30 % off at worst over five). For the settings
+  noise 1.6 % off in the one draw earlier versions made, and 30 % off at worst over five), beside the Cramer-Rao
+  bound of the white noise level (`read_bound`: what the data allow any estimator). For the settings
   with an offset, also what `--noise auto` does when the offset is not given: the dark level the third cumulant
   finds (`dark_level`) and the offset and read noise of the model it takes.
 - Real data: the model fitted to the FMD frames (pooled and each alone) and to the raw EPU micrograph, with each FMD
@@ -130,6 +131,25 @@ def white_read(read: float, gain: float, lo: float, hi: float, grain: float, bit
     return float(np.sqrt(read**2 + (gain * (hi - lo) * grain) ** 2 + (1 / 12 if bits8 else 0.0)))
 
 
+def read_bound(scenes: list[np.ndarray], lo: float, hi: float, gain: float, white: float, bits8: bool) -> float:
+    """Cramer-Rao bound on the relative sd of the white noise level `white` (read noise, grain, rounding) estimated
+    jointly with the gain from one draw of the folder, for an ideal estimator that knows every pixel's mean and sees
+    its squared deviation (variance `gain * mean + white^2`, Gaussian to second order). No estimator from single
+    noisy images does better; one that must also estimate the means does worse. 8-bit: pixels within three sd of
+    0 or 255 left out (the clipping hides their variance)."""
+    info = np.zeros((2, 2))
+    for x in scenes:
+        mu = gain * (lo + x / max(float(x.max()), 1e-12) * (hi - lo))
+        var = gain * mu + white**2
+        if bits8:
+            sd = np.sqrt(var)
+            keep = (mu - 3 * sd > 0) & (mu + 3 * sd < 255)
+            mu, var = mu[keep], var[keep]
+        w = 0.5 / var**2
+        info += np.array([[w.sum(), (w * mu).sum()], [(w * mu).sum(), (w * mu * mu).sum()]])
+    return float(np.sqrt(np.linalg.inv(info)[0, 0]) / (2 * white**2))
+
+
 def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
     """Each setting drawn `draws` times (different Poisson and read-noise draws of the same scenes): the errors'
     largest magnitude and root mean square over the draws. The model, kind and R2 shown are those of draw 0."""
@@ -183,6 +203,7 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
                      "scene_grain": grain[scene], "white_read": white, "white_read_rel_errors": white_err.tolist(),
                      "white_read_max_abs": float(np.abs(white_err).max()), "white_read_error_in_reported_se": white_z,
                      "white_read_rms": float(np.sqrt(np.mean(white_err**2))),
+                     "white_read_bound": read_bound(scenes[scene], lo, hi, gain, white, bits8),
                      "dark_level_third_cumulant": dark, "offset_not_given_read_rel_errors": blind_read,
                      "offset_not_given_model_offsets": blind_offset, "r2_heldout": first.r2,
                      "clipping_detected": first.clipping.detected,
@@ -343,14 +364,16 @@ def main() -> None:
     pg = pg_table(scenes, args.draws)
     print(f"\n## Poisson-Gaussian (one folder per setting, {args.draws} noise draws each)\n")
     print("| scene | photons | gain | read | offset | 8-bit | chosen | gain error: max (rms) | read error: max (rms) "
-          "| read bias | read + grain + rounding: sd, error max (rms) | R2 held-out |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| read bias | read + grain + rounding: sd, error max (rms) | its Cramer-Rao bound (rms / bound) "
+          "| R2 held-out |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in pg:
         print(f"| {r['scene']} | {r['photons'][0]}-{r['photons'][1]} | {r['gain']} | {r['read']} | {r['offset']:g} | "
               f"{'yes' if r['clipped_8bit'] else ''} | {r['kind']} | {100 * r['gain_max_abs']:.1f} % "
               f"({100 * r['gain_rms']:.1f}) | {100 * r['read_max_abs']:.1f} % ({100 * r['read_rms']:.1f}) | "
               f"{100 * r['read_bias']:+.1f} % | {r['white_read']:.3g}: {100 * r['white_read_max_abs']:.1f} % "
-              f"({100 * r['white_read_rms']:.1f}) | {r['r2_heldout']:.3f} |")
+              f"({100 * r['white_read_rms']:.1f}) | {100 * r['white_read_bound']:.1f} % "
+              f"({r['white_read_rms'] / r['white_read_bound']:.1f}) | {r['r2_heldout']:.3f} |")
     print("\nOffset not given (settings with an offset; per draw): the third cumulant's dark level +- se (* where the "
           "brightness bins disagree), and the offset and read-noise error of the model --noise auto takes\n")
     for r in pg:
