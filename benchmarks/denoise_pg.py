@@ -142,6 +142,7 @@ SET12_METHODS = (  # (name, loss, --noise, loss options)
     ("pg-sure (model known)", "pg-sure", KNOWN, {}),
     ("pg-sure finite difference (model known)", "pg-sure", KNOWN, {"finite": "auto"}),
     ("pg-sure first-order only (model known)", "pg-sure", KNOWN, {"second_order": False}),
+    ("pg-sure probes=2 (model known)", "pg-sure", KNOWN, {"probes": 2}),
     ("pg-sure --noise auto", "pg-sure", "auto", {}),
     ("pg-sure finite difference --noise auto", "pg-sure", "auto", {"finite": "auto"}),
     ("pg-unsure", "pg-unsure", "auto", {}),

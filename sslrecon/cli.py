@@ -52,7 +52,7 @@ def fit(inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="R
         lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
         width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 32,
         depth: Annotated[int, typer.Option(help="U-Net down-samplings.")] = 3,
-        loss_option: Annotated[Optional[list[str]], typer.Option("--loss-option", help="KEY=VALUE option of the loss, repeatable, e.g. second_order=true or finite=true|false|auto|counts (pg-sure; default counts: the finite difference on whole counts only), alpha=0.2 (r2r, gr2r-poisson; gr2r-poisson's default is auto), test_samples=20 (gr2r-poisson; default auto), step=0.02, hold_steps=0 or room_steps=0 (unsure, pg-unsure; hold_steps defaults to half the run, room_steps to 300).")] = None,
+        loss_option: Annotated[Optional[list[str]], typer.Option("--loss-option", help="KEY=VALUE option of the loss, repeatable, e.g. second_order=true or finite=true|false|auto|counts (pg-sure; default counts: the finite difference on whole counts only), probes=2 (sure, pg-sure: divergence probes averaged per step; default 1), alpha=0.2 (r2r, gr2r-poisson; gr2r-poisson's default is auto), test_samples=20 (gr2r-poisson; default auto), step=0.02, hold_steps=0 or room_steps=0 (unsure, pg-unsure; hold_steps defaults to half the run, room_steps to 300).")] = None,
         device: DeviceOpt = "auto", seed: SeedOpt = 0, glob: GlobOpt = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last.pt.")] = False,
         overwrite: OverwriteOpt = False, json_out: JsonOpt = False):

@@ -73,6 +73,21 @@ def test_sure_training_loss_is_unbiased():
     assert ok, f"{m:.3g} +- {se:.3g}"
 
 
+def test_sure_probes_average_the_divergence():
+    """`probes=K` averages K Monte-Carlo divergences: the same mean as one probe, about a K-th of its variance."""
+    net, sigma = _random_cnn(), 0.2
+    y = _clean(n=4) + sigma * torch.randn(4, 1, 24, 24, generator=torch.Generator().manual_seed(2))
+    phys, g = Denoising(Gaussian(sigma)), torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        one, four = (torch.tensor([build_loss("sure", probes=k)(net, y, phys, generator=g).terms["div"]
+                                   for _ in range(300)]) for k in (1, 4))
+    m, se = float(four.mean() - one.mean()), math.sqrt(float(one.var() + four.var()) / 300)
+    assert abs(m) < 3 * se, f"mean of four probes - one probe's = {m:.3g} +- {se:.3g}"
+    assert 0.15 < float(four.var() / one.var()) < 0.4
+    with pytest.raises(ConfigError):
+        build_loss("sure", probes=0)
+
+
 def test_r2r_loss_is_mse_plus_known_constant():
     net, sigma, alpha = _random_cnn(), 0.2, 0.5
     loss, phys = build_loss("r2r", alpha=alpha), Denoising(Gaussian(sigma))

@@ -45,7 +45,8 @@ moment 1 (values `phi`, `-1/phi` of the golden ratio), whose product with a cent
 diagonal as its expectation. Probe steps are `tau * noise level` (`tau2` for the second difference), so the estimate
 works in any units; an offset and negative values are handled exactly (nothing is rounded).
 Cost per step: two network passes, four below 100 counts per pixel (the second-order term), three with `finite` and
-read noise. Test-time rule: one pass on the measurement.
+read noise; `probes=K` (as `sure`'s) repeats the divergence's probe or removal K times. Test-time rule: one pass on
+the measurement.
 
 `gr2r-poisson`: generalised Recorrupted-to-Recorrupted (Monroy, Bacca & Tachella, CVPR 2025) by binomial thinning.
 The counts `k = (y - offset) / gain` are split as `w ~ Binomial(k, alpha)`: `y1 = gain (k - w) / (1 - alpha)` and
@@ -110,8 +111,8 @@ class PgSure(SureGaussian):
     models = ("gaussian", "poisson", "pg", "corr")
 
     def __init__(self, tau: float = 0.01, finite: bool | str = "counts", spacing: int = REMOVAL_SPACING,
-                 second_order: bool | str = "auto", tau2: float = 0.2):
-        super().__init__(tau=tau)
+                 second_order: bool | str = "auto", tau2: float = 0.2, probes: int = 1):
+        super().__init__(tau=tau, probes=probes)
         if finite not in (True, False, "auto", "counts"):
             raise ValueError(f"finite is true, false, auto or counts, not {finite!r}")
         if second_order not in (True, False, "auto"):
@@ -124,7 +125,7 @@ class PgSure(SureGaussian):
         self.finite, self.spacing, self.second_order, self.tau2 = finite, spacing, second_order, tau2
 
     def options(self):
-        return {"tau": self.tau, "finite": self.finite, "spacing": self.spacing, "second_order": self.second_order,
+        return {**super().options(), "finite": self.finite, "spacing": self.spacing, "second_order": self.second_order,
                 "tau2": self.tau2}
 
     def removes_photons(self, y, noise) -> bool:

@@ -13,7 +13,11 @@ counts (photon counting, no read noise) the divergence is the exact photon remov
 (`whole_counts`): a network sees a probe off the count lattice and learns to exploit it.
 Not for Gamma noise (use n2s).
 
-Cost per step: two network passes (and their backward). Both run in float32 even under autocast,
+`probes=K` averages K divergence estimates per step (each its own probe or photon removal): the estimate's
+variance falls K-fold, at one more pass per probe. The divergence of a denoiser that averages widely is small beside
+that noise; on textured Set12 (`pg-sure`, 300 steps) two probes gained 0.04 / 0.13 dB at 5 / 30 photons.
+
+Cost per step: two network passes (and their backward); `1 + probes` with `probes`. Both run in float32 even under autocast,
 because a finite difference at `tau * sigma` is below half-precision resolution.
 Test-time rule: one pass on the measurement.
 """
@@ -22,7 +26,8 @@ from __future__ import annotations
 import torch
 
 from ..physics import DENOISING
-from .base import REMOVAL_SPACING, Loss, LossOutput, mc_divergence, probe_scale, removal_divergence, whole_counts
+from .base import (REMOVAL_SPACING, Loss, LossOutput, is_count, mc_divergence, probe_scale, removal_divergence,
+                   whole_counts)
 
 
 class SureGaussian(Loss):
@@ -30,12 +35,14 @@ class SureGaussian(Loss):
     models = ("gaussian", "poisson", "pg", "corr")
     spacing = REMOVAL_SPACING  # of the photon removal's lattice (`pg-sure` sets its own)
 
-    def __init__(self, tau: float = 0.01):
+    def __init__(self, tau: float = 0.01, probes: int = 1):
         super().__init__()
-        self.tau = tau
+        if not (is_count(probes) and probes >= 1):
+            raise ValueError(f"probes is a whole number, at least 1, not {probes!r}")
+        self.tau, self.probes = tau, probes
 
     def options(self):
-        return {"tau": self.tau}
+        return {"tau": self.tau, "probes": self.probes}
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         with torch.autocast(device_type=y.device.type, enabled=False):
@@ -55,6 +62,6 @@ class SureGaussian(Loss):
         """The weighted divergence term of the batch: `mc_divergence` with probe step `tau * noise level`, or the
         photon removal on a lattice `spacing` apart where `removes_photons`."""
         eps = probe_scale(noise, y, self.tau)
-        if self.removes_photons(y, noise):
-            return removal_divergence(model, y, fy, noise, eps, self.spacing, generator)
-        return mc_divergence(model, y, fy, noise, eps, generator)
+        removal = self.removes_photons(y, noise)
+        return sum(removal_divergence(model, y, fy, noise, eps, self.spacing, generator) if removal
+                   else mc_divergence(model, y, fy, noise, eps, generator) for _ in range(self.probes)) / self.probes
