@@ -131,17 +131,19 @@ def noise_models(spec: str, images: list[ImageFile]) -> tuple[NoiseModel, list[N
     return (file_model(per_file[0]) if pooled is None else pooled.model), per_file
 
 
-def _auto_noise(given: AutoNoise, images: Iterable[ImageFile],
-                n_frames: list[int]) -> tuple[NoiseReport | None, list[NoiseModel | PerFrame]]:
+def _auto_noise(given: AutoNoise, images: Iterable[ImageFile], n_frames: list[int],
+                keep: dict[Path, NoiseReport] | None = None) -> tuple[NoiseReport | None, list[NoiseModel | PerFrame]]:
     """`--noise auto` for a set of files (`images`, which may be opened one at a time as they are iterated;
     `n_frames`, each file's frame count): the pooled report (over frames spread across all of them; None for one file,
     whose own estimate is the pooled one) and each file's model, the pooled one where their noise is one detector's
     (`one_session`), else its own. Single textured images read the gain up to 35 % off where the pooled frames read it
-    within 2 %."""
+    within 2 %. `keep`, where given, receives each file's own report by resolved path."""
     slots = set(_spread([(i, j) for i, n in enumerate(n_frames) for j in range(n)]))
     reports, own, samples = [], [], []
     for i, img in enumerate(images):
         reports.append(_file_report(img, given.offset))
+        if keep is not None:
+            keep[Path(img.path).resolve()] = reports[-1]
         own.append(_own_noise(reports[-1], img))
         if len(n_frames) > 1:
             samples.extend(central_crop(img.frame(j)) for j in range(img.n_frames) if (i, j) in slots)
@@ -159,12 +161,13 @@ def _opened(paths: list[Path]) -> Iterator[ImageFile]:
 
 
 def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None, paths: list[Path],
-                    shapes: list[tuple[int, tuple[int, int]]]):
+                    shapes: list[tuple[int, tuple[int, int]]], keep: dict[Path, NoiseReport] | None = None):
     """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` estimates it over
-    all the inputs, `_auto_noise`), else the model the run recorded: the file's own when it was trained on
-    (a per-frame model only while the file still has that many frames), else the run's."""
+    all the inputs, `_auto_noise`, whose per-file reports go to `keep`), else the model the run recorded: the
+    file's own when it was trained on (a per-frame model only while the file still has that many frames), else
+    the run's."""
     if isinstance(override, AutoNoise):  # as `fit` takes it, with one file open at a time
-        _, models = _auto_noise(override, _opened(paths), [n for n, _ in shapes])
+        _, models = _auto_noise(override, _opened(paths), [n for n, _ in shapes], keep)
         estimated = {p.resolve(): m for p, m in zip(paths, models)}
         return lambda img: estimated[Path(img.path).resolve()]
     if override is not None:
@@ -480,7 +483,9 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     given = parse_noise(noise) if noise is not None else None  # a bad spec fails before any work
     shapes = _check_all(paths)
     _check_noise_frames(given, paths, shapes)
-    noise_for = _recorded_noise(state, given, paths, shapes)
+    # each file's own report, as `--noise auto` (without an offset) makes it, is also what `_risk_kernel` reads
+    reports: dict[Path, NoiseReport] = {}
+    noise_for = _recorded_noise(state, given, paths, shapes, reports if given == AutoNoise() else None)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
             if shape != ref_shape:
@@ -495,7 +500,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
             nm = noise_for(img)  # (a loss's own risk, gr2r-poisson's, takes no correlation term)
             measured = (given is None or isinstance(given, AutoNoise)) and not rec.loss.own_risk
-            kernel = _risk_kernel(img, nm) if measured else None
+            kernel = _risk_kernel(img, nm, reports.get(Path(img.path).resolve())) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
     return {"run": str(run), "noise_spec": noise or "recorded", **{k: _mean_or_none([f[k] for f in files]) for k in keys},
@@ -508,13 +513,14 @@ def _mean_or_none(values: list) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _risk_kernel(img: ImageFile, nm: NoiseModel | PerFrame) -> tuple[tuple[float, ...], ...] | None:
+def _risk_kernel(img: ImageFile, nm: NoiseModel | PerFrame,
+                 report: NoiseReport | None = None) -> tuple[tuple[float, ...], ...] | None:
     """The correlation kernel of a file's noise where its model is white and signal-dependent but the file's own
-    noise report (as `--noise auto` makes it) finds the noise correlated (`NoiseReport.risk_kernel`): the risk
-    estimate counts it, while training kept the white model. None elsewhere."""
+    noise report (as `--noise auto` makes it; `report` where already made) finds the noise correlated
+    (`NoiseReport.risk_kernel`): the risk estimate counts it, while training kept the white model. None elsewhere."""
     if isinstance(nm, PerFrame) or nm.name not in ("poisson", "pg"):
         return None
-    return _file_report(img, None).risk_kernel
+    return (report or _file_report(img, None)).risk_kernel
 
 
 def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm: NoiseModel | PerFrame,

@@ -191,10 +191,12 @@ def test_known_model_losses_take_correlated_signal_dependent_noise(loss, tmp_pat
         assert not (tmp_path / "forced" / "model.pt").exists()
 
 
-def test_validate_counts_the_noise_correlation_a_white_model_leaves_out(tmp_path, capsys):
+def test_validate_counts_the_noise_correlation_a_white_model_leaves_out(tmp_path, capsys, monkeypatch):
     """Poisson-Gaussian noise with lag-1 correlation 0.23: `--noise auto` keeps a white model (below 0.3 training
     measured best with it), and `validate` adds the divergence over the covariances between pixels that the white
-    model leaves out, reporting the kernel; an explicit `--noise` is taken as it is."""
+    model leaves out, reporting the kernel; an explicit `--noise` is taken as it is. With `--noise auto` the kernel
+    comes from the report that estimated the file's model: the file is analysed once."""
+    from sslrecon import api
     from sslrecon.noise import Correlated
 
     d, ref = tmp_path / "corr", tmp_path / "corr_ref"
@@ -211,13 +213,17 @@ def test_validate_counts_the_noise_correlation_a_white_model_leaves_out(tmp_path
     assert code == 0, err
     white = json.loads(out)["noise"]
     assert white["name"] in ("poisson", "pg")
-    docs = {}
-    for name, extra in (("recorded", []), ("given", ["--noise", from_dict(white).spec()])):
+    docs, calls, analyse = {}, [], api.analyze_noise
+    monkeypatch.setattr(api, "analyze_noise", lambda *a, **k: calls.append(1) or analyse(*a, **k))
+    for name, extra in (("recorded", []), ("given", ["--noise", from_dict(white).spec()]), ("auto", ["--noise", "auto"])):
+        calls.clear()
         code, out, err = run(["validate", tmp_path / "run", d, "--reference", ref, "--json", "--device", "cpu", *extra],
                              capsys)
         assert code == 0, err
         docs[name] = json.loads(out)["files"][0]
+        assert len(calls) == (0 if name == "given" else 1)
     assert "noise_correlation_kernel" in docs["recorded"] and "noise_correlation_kernel" not in docs["given"]
+    assert docs["auto"]["noise_correlation_kernel"] == docs["recorded"]["noise_correlation_kernel"]
     k = np.array(docs["recorded"]["noise_correlation_kernel"])
     assert 0.15 < (k[1:] * k[:-1]).sum() / (k * k).sum() < 0.3  # the kernel's lag-1 correlation, near the noise's
     # the unbiasedness of the added term is tested in test_losses; here it must change the estimate

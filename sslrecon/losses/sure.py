@@ -17,8 +17,8 @@ Not for Gamma noise (use n2s).
 variance falls K-fold, at one more pass per probe. The divergence of a denoiser that averages widely is small beside
 that noise; on textured Set12 (`pg-sure`, 300 steps) two probes gained 0.04 / 0.13 dB at 5 / 30 photons.
 
-Cost per step: two network passes (and their backward); `1 + probes` with `probes`. Both run in float32 even under autocast,
-because a finite difference at `tau * sigma` is below half-precision resolution.
+Cost per step: `1 + probes` network passes (and their backward): two by default. All run in float32 even under
+autocast, because a finite difference at `tau * sigma` is below half-precision resolution.
 Test-time rule: one pass on the measurement.
 """
 from __future__ import annotations
