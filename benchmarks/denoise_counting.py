@@ -14,7 +14,12 @@ On whole counts a network sees any probe off the count lattice, so the default `
 `pg-unsure`) take the photon removal by a finite difference there; `pg-sure finite=false` keeps the Taylor terms, to
 show what they cost on such data.
 
+With `--gaussian SIGMA`, the same scenes at 3-25 instead carry white Gaussian noise of sd SIGMA (continuous values, seed
+5; no lattice), for the Gaussian losses with SIGMA given: whether a gap between the SURE family and the splitting losses
+on these smooth scenes belongs to photon counting or to SURE itself.
+
     python benchmarks/denoise_counting.py [--steps 300] [--levels 1 10] [--json benchmarks/results/denoise_counting.json]
+    python benchmarks/denoise_counting.py --gaussian 3.3 --steps 1000 --json benchmarks/results/denoise_smooth_gaussian.json
 """
 from __future__ import annotations
 
@@ -39,6 +44,12 @@ METHODS = (  # (name, loss, loss options)
     ("pg-sure finite=false (Taylor terms)", "pg-sure", {"finite": False}),
     ("pg-unsure", "pg-unsure", {}),
     ("gr2r-poisson", "gr2r-poisson", {}),
+    ("n2s", "n2s", {}),
+)
+GAUSSIAN_METHODS = (  # (name, loss, loss options), with --noise gaussian:sigma=SIGMA
+    ("sure", "sure", {}),
+    ("sure probes=4", "sure", {"probes": 4}),
+    ("r2r", "r2r", {}),
     ("n2s", "n2s", {}),
 )
 ORACLE = "oracle (supervised)"
@@ -78,20 +89,27 @@ def mean_psnr(clean: list[np.ndarray], images: list[np.ndarray], data_range: flo
     return float(np.mean([psnr(c, np.asarray(e, np.float64), data_range) for c, e in zip(clean, images)]))
 
 
-def level_row(level: float, steps: int, tmp: Path) -> dict:
+def level_row(level: float, steps: int, tmp: Path, sigma: float | None = None) -> dict:
+    """One row: the count level's scenes, as whole counts or (`sigma`) with Gaussian noise of that sd instead."""
     clean, noisy = counts(level)
     lo, hi = LEVELS[level]
+    if sigma is not None:
+        rng = np.random.default_rng(5)
+        noisy = [c + rng.normal(0, sigma, c.shape) for c in clean]
     folder = write_mrc(tmp / f"noisy_{level:g}", noisy)
     report = api.noise([str(folder)])
     row = {"photons": level, "range": [lo, hi], "noisy input": mean_psnr(clean, noisy, hi - lo),
            "noise auto": report["spec"], "methods": {}}
+    if sigma is not None:
+        row["gaussian sigma"] = sigma
     t0 = time.perf_counter()
     row["methods"][ORACLE] = {"psnr": mean_psnr(clean, oracle(noisy, clean, steps), hi - lo),
                               "seconds": round(time.perf_counter() - t0, 1)}
-    for name, loss, options in METHODS:
+    noise = "auto" if sigma is None else f"gaussian:sigma={sigma:g}"
+    for name, loss, options in METHODS if sigma is None else GAUSSIAN_METHODS:
         t0 = time.perf_counter()
         run = tmp / f"{loss}_{len(row['methods'])}_{level:g}"
-        doc, outs = self_supervised(folder, run, loss, "auto", steps, options)
+        doc, outs = self_supervised(folder, run, loss, noise, steps, options)
         seconds = round(time.perf_counter() - t0, 1)
         est = api.validate(run, [str(folder)], data_range=hi - lo, device="cpu")
         entry = {"psnr": mean_psnr(clean, [mrcfile.read(o) for o in sorted(outs)], hi - lo),
@@ -106,11 +124,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), choices=list(LEVELS))
+    ap.add_argument("--gaussian", type=float, metavar="SIGMA",
+                    help="the 10-photon scenes with white Gaussian noise of this sd instead of counts")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_counting.json"))
     args = ap.parse_args()
+    levels = args.levels if args.gaussian is None else [10.0]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [level_row(level, args.steps, Path(tmp)) for level in args.levels]
-    print(f"| method ({args.steps} steps) | " + " | ".join(f"{r['photons']:g} photon(s): PSNR / validate's estimate"
+        rows = [level_row(level, args.steps, Path(tmp), args.gaussian) for level in levels]
+    level = "photon(s)" if args.gaussian is None else f"photons' scenes, Gaussian sd {args.gaussian:g}"
+    print(f"| method ({args.steps} steps) | " + " | ".join(f"{r['photons']:g} {level}: PSNR / validate's estimate"
                                                           for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     print("| noisy input | " + " | ".join(f"{r['noisy input']:.2f}" for r in rows) + " |")
@@ -121,7 +143,7 @@ def main() -> None:
             est = m.get("estimated_psnr")
             cells.append(f"{m['psnr']:.2f}" + ("" if name == ORACLE else f" / {est:.2f}" if est else " / none"))
         print(f"| {name} | " + " | ".join(cells) + " |")
-    for r in rows:
+    for r in rows if args.gaussian is None else []:
         learned = r["methods"]["pg-unsure"].get("noise_learned", {})
         print(f"{r['photons']:g} photon(s): --noise auto reads {r['noise auto']}; pg-unsure ends at "
               f"gain {learned.get('gain', float('nan')):.3g}, read noise {learned.get('sigma', float('nan')):.3g}")
