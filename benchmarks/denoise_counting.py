@@ -14,7 +14,7 @@ On whole counts a network sees any probe off the count lattice, so the default `
 `pg-unsure`) take the photon removal by a finite difference there; `pg-sure finite=false` keeps the Taylor terms, to
 show what they cost on such data.
 
-With `--gaussian SIGMA`, the same scenes at 3-25 instead carry white Gaussian noise of sd SIGMA (continuous values, seed
+With `--gaussian SIGMA`, the same scenes (by default at 3-25) instead carry white Gaussian noise of sd SIGMA (continuous values, seed
 5; no lattice), for the Gaussian losses with SIGMA given: whether a gap between the SURE family and the splitting losses
 on these smooth scenes belongs to photon counting or to SURE itself.
 
@@ -123,12 +123,13 @@ def level_row(level: float, steps: int, tmp: Path, sigma: float | None = None) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), choices=list(LEVELS))
+    ap.add_argument("--levels", type=float, nargs="+", choices=list(LEVELS),
+                    help="count levels (default: all; with --gaussian, 10: whose scenes carry the Gaussian noise)")
     ap.add_argument("--gaussian", type=float, metavar="SIGMA",
-                    help="the 10-photon scenes with white Gaussian noise of this sd instead of counts")
+                    help="the scenes with white Gaussian noise of this sd instead of counts")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_counting.json"))
     args = ap.parse_args()
-    levels = args.levels if args.gaussian is None else [10.0]
+    levels = args.levels or (list(LEVELS) if args.gaussian is None else [10.0])
     with tempfile.TemporaryDirectory() as tmp:
         rows = [level_row(level, args.steps, Path(tmp), args.gaussian) for level in levels]
     level = "photon(s)" if args.gaussian is None else f"photons' scenes, Gaussian sd {args.gaussian:g}"

@@ -191,8 +191,8 @@ def removal_divergence(f: Predictor, y: torch.Tensor, fy: torch.Tensor, noise: N
     `spacing` (random phase) whose pixels move by `gain` up or down at random (without read noise only those holding
     a photon), and a Rademacher probe of step `eps` on the lattice pixels moved down; a lattice pixel moved down is
     one photon removed, and the others' moves cancel to first order in expectation. Unbiased up to what pixels
-    `spacing` apart do to each other's output in second order; no Taylor expansion at the scale of a photon, which a network trained at a few photons per pixel
-    learns to exploit (its curvature there is paid for by nothing)."""
+    `spacing` apart do to each other's output in second order; no Taylor expansion at the scale of a photon, which
+    a network trained at a few photons per pixel learns to exploit (its curvature there is paid for by nothing)."""
     pg = noise.as_pg()
     k, n = spacing, y.shape[0]
     phase = torch.randint(0, k, (2, n) + (1,) * (y.ndim - 1), generator=generator, device=y.device)

@@ -146,15 +146,12 @@ class PgSure(SureGaussian):
             raise ConfigError(f"pg-sure's {key}=true removes single photons, and correlated noise has no counts to remove",
                               fix=f"leave {key} at {default} (the default) for correlated noise")
 
-    def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
-        out = super().forward(model, y, physics, generator)
-        noise = self.noise_of(physics)
-        # (the finite difference replaces the expansion that the second-order term extends)
-        if self.removes_photons(y, noise) or not wants_second_order(self.second_order, y, noise):
-            return out
-        with torch.autocast(device_type=y.device.type, enabled=False):
-            second = second_order_term(model, y, noise.as_pg(), probe_scale(noise, y, self.tau2), generator)
-        return LossOutput(out.value + second, {**out.terms, "second_order": second.item()})
+    def extra_terms(self, model, y, noise, removal, generator=None):
+        """The second-order term where `second_order` wants it, unless the divergence removed photons (the finite
+        difference replaces the expansion that the term extends)."""
+        if removal or not wants_second_order(self.second_order, y, noise):
+            return {}
+        return {"second_order": second_order_term(model, y, noise.as_pg(), probe_scale(noise, y, self.tau2), generator)}
 
 
 def second_order_term(f, y: torch.Tensor, pg, eps: float, generator=None, dims=None) -> torch.Tensor:

@@ -47,21 +47,31 @@ class SureGaussian(Loss):
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         with torch.autocast(device_type=y.device.type, enabled=False):
             noise = self.noise_of(physics)
+            removal = self.removes_photons(y, noise)
             fy = model(y)
             fit = ((fy - y) ** 2).mean()
-            div = self.divergence(model, y, fy, noise, generator)
+            div = self.divergence(model, y, fy, noise, removal, generator)
             value = fit - noise.stein_weight(y).mean() + 2 * div
-        return LossOutput(value, {"fit": fit.item(), "div": div.item()})
+            terms = {"fit": fit.item(), "div": div.item()}
+            for name, extra in self.extra_terms(model, y, noise, removal, generator).items():
+                value, terms[name] = value + extra, extra.item()
+        return LossOutput(value, terms)
+
+    def extra_terms(self, model, y, noise, removal: bool, generator=None) -> dict[str, torch.Tensor]:
+        """Terms a variant adds to the estimate (`pg-sure`'s second-order term), given whether the divergence removed
+        photons (`removes_photons`, decided once per step)."""
+        return {}
 
     def removes_photons(self, y, noise) -> bool:
         """Whether the divergence term removes photons by a finite difference (`removal_divergence`) rather than
         probing (`mc_divergence`): on whole counts (`whole_counts`), whose lattice a probe would leave."""
         return whole_counts(y, noise)
 
-    def divergence(self, model, y, fy, noise, generator=None) -> torch.Tensor:
-        """The weighted divergence term of the batch: `mc_divergence` with probe step `tau * noise level`, or the
-        photon removal on a lattice `spacing` apart where `removes_photons`."""
+    def divergence(self, model, y, fy, noise, removal: bool, generator=None) -> torch.Tensor:
+        """The weighted divergence term of the batch, the mean of `probes` estimates: `mc_divergence` with probe step
+        `tau * noise level`, or where `removal` the photon removal on a lattice `spacing` apart."""
         eps = probe_scale(noise, y, self.tau)
-        removal = self.removes_photons(y, noise)
-        return sum(removal_divergence(model, y, fy, noise, eps, self.spacing, generator) if removal
-                   else mc_divergence(model, y, fy, noise, eps, generator) for _ in range(self.probes)) / self.probes
+        if removal:
+            return sum(removal_divergence(model, y, fy, noise, eps, self.spacing, generator)
+                       for _ in range(self.probes)) / self.probes
+        return sum(mc_divergence(model, y, fy, noise, eps, generator) for _ in range(self.probes)) / self.probes
