@@ -251,6 +251,19 @@ def test_photon_counts_end_to_end(tmp_path, capsys):
     assert all(np.isfinite(f["estimated_mse"]) for f in json.loads(out)["files"])
 
 
+def test_unsure_refuses_photon_counts_before_training(tmp_path, capsys):
+    """A counting camera's whole counts under `unsure` (Gaussian, exploited there): one line naming the file and the
+    losses that take them, exit 2, no run folder."""
+    d = tmp_path / "counts"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    lam = smooth_image(rng, 128, 128, level=2.0, amp=1.5).clip(0.2)
+    tifffile.imwrite(d / "c0.tif", rng.poisson(lam).astype(np.uint16))
+    code, _, err = run(["fit", d, "-o", tmp_path / "run", "--loss", "unsure", *TINY], capsys)
+    assert code == 2 and "c0.tif" in err and "whole counts" in err and "pg-unsure" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
 def test_pg_unsure_refuses_whole_counts_beside_other_files(tmp_path, capsys):
     """A counting detector's files have no noise for pg-unsure to learn and the others do: one run cannot take both,
     and the refusal names the file and the fix, before anything is trained."""

@@ -275,6 +275,29 @@ def test_gr2r_poisson_risk_is_unbiased_for_poisson_gaussian_noise(photons):
     assert ok, f"{photons} photons: GR2R - MSE = {m:.3g} +- {se:.3g}"
 
 
+def test_gr2r_poisson_takes_white_gaussian_noise_by_the_gaussian_split():
+    """A Gaussian model (what `--noise auto` reports where read noise hides the shot noise) has no counts to thin:
+    the split is the family's Gaussian member, with the lowest alpha (it is exact), its risk unbiased for a fixed
+    denoiser and its halves independent, centred on the clean image."""
+    from sslrecon.noise import Gaussian
+
+    model = Gaussian(sigma=SIGMA)
+    loss = build_loss("gr2r-poisson", test_samples=1)
+    assert loss.supports(model)
+    x = _scene(10.0)
+    loss.adapt(model.sample(x, generator=torch.Generator().manual_seed(3)), Denoising(model))
+    assert loss.options()["alpha"] == 0.15
+    ok, m, se = _gr2r_bias(model, 10.0)
+    assert ok, f"GR2R - MSE = {m:.3g} +- {se:.3g}"
+    y = model.sample(x, generator=torch.Generator().manual_seed(4))
+    y1, y2 = loss.split(y, Denoising(model), generator=torch.Generator().manual_seed(2))
+    a, b = (y1 - x).flatten(), (y2 - x).flatten()
+    for half, var in ((a, SIGMA**2 / 0.85), (b, SIGMA**2 / 0.15)):
+        assert abs(float(half.mean())) < 4 * float(half.std()) / math.sqrt(half.numel())
+        assert abs(float(half.var()) / var - 1) < 0.02
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.01
+
+
 def test_gr2r_split_keeps_the_mean_for_fractional_and_negative_counts():
     """No silent rounding: at fractional counts, below the dark level and with read noise, both halves keep the
     measurement as their mean, given the measurement."""

@@ -61,7 +61,8 @@ of the counts) defaults to "auto" (`auto_alpha`): 0.15 for shot noise alone, up 
 dominates, settled once per run from a batch of training patches and recorded with the run's options.
 Correlated noise (`corr:...,gain=...`, e.g. motion-corrected micrographs) cannot be thinned (its pixels are not
 independent counts), so the split is the family's Gaussian member with the model's covariance at the measurement
-(`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); `pg-sure` takes such noise by the first-order
+(`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); so is white Gaussian noise, which holds no
+counts (what `--noise auto` reports where read noise hides the shot noise, so the loss still runs there); `pg-sure` takes such noise by the first-order
 estimate with the covariance (`sure`'s), since neither its second-order term nor the photon removal applies there.
 Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits ("auto": more
 as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at 0.7; `auto_test_samples`, also settled per run); its risk estimate
@@ -224,9 +225,15 @@ def auto_test_samples(alpha: float) -> int:
     return int(min(SAMPLES_MAX, max(SAMPLES_MIN, math.ceil(SAMPLES_PER_ODDS * alpha / (1 - alpha)))))
 
 
+def thinnable(noise) -> bool:
+    """Whether `gr2r-poisson` splits `noise` by binomial thinning: white signal-dependent (count) noise. Gaussian
+    and correlated noise take the family's Gaussian member instead."""
+    return noise.white and noise.signal_dependent
+
+
 class GR2RPoisson(Loss):
     name = "gr2r-poisson"
-    models = ("poisson", "pg", "corr")  # correlated noise: the Gaussian member of the family (`split`)
+    models = ("gaussian", "poisson", "pg", "corr")  # Gaussian and correlated noise: the family's Gaussian member
     own_risk = True
 
     def __init__(self, alpha: float | str = "auto", test_samples: int | str = "auto"):
@@ -248,20 +255,20 @@ class GR2RPoisson(Loss):
 
     def _alpha(self, y, noise) -> float:
         """The settled alpha, or where `adapt` did not run (the loss used on its own) the one for `y`: `auto_alpha`,
-        and for correlated noise, whose Gaussian split is exact, `ALPHA_LOW`."""
+        and for Gaussian or correlated noise, whose Gaussian split is exact, `ALPHA_LOW`."""
         if self.alpha != "auto":
             return self.alpha
-        return auto_alpha(y, noise.as_pg()) if noise.white else ALPHA_LOW
+        return auto_alpha(y, noise.as_pg()) if thinnable(noise) else ALPHA_LOW
 
     def split(self, y, physics, generator=None, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target. For
         correlated noise (`corr:...`, Gaussian with the model's covariance at the measurement) the Gaussian member of
-        the family: `y1 = y + sqrt(alpha / (1 - alpha)) z`, `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with
+        the family, as for white Gaussian noise (no counts to thin): `y1 = y + sqrt(alpha / (1 - alpha)) z`, `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with
         that covariance (`noise_like`), whose noises are independent for Gaussian noise, of variances `S / (1 -
         alpha)` and `S / alpha` as a split's halves (Recorrupted-to-Recorrupted)."""
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise) if alpha is None else alpha
-        if not noise.white:  # Recorrupted-to-Recorrupted's pair, scaled to a split's share
+        if not thinnable(noise):  # Recorrupted-to-Recorrupted's pair, scaled to a split's share
             return recorrupted_pair(y, noise.noise_like(y, generator), math.sqrt(alpha / (1 - alpha)))
         pg = noise.as_pg()
         shift = pg.sigma**2 / pg.gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
