@@ -313,7 +313,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 5.0, 30.0])
     ap.add_argument("--fmd-steps", type=int, default=300)
-    ap.add_argument("--fmd-losses", nargs="+", default=["pg-sure", "pg-unsure", "gr2r-poisson", "sure"])
+    ap.add_argument("--fmd-losses", nargs="+", default=["pg-sure", "pg-unsure", "gr2r-poisson", "sure", "unsure"])
     ap.add_argument("--skip-fmd", action="store_true")
     ap.add_argument("--skip-set12", action="store_true", help="only the FMD table")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

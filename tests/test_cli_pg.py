@@ -252,7 +252,7 @@ def test_photon_counts_end_to_end(tmp_path, capsys):
 
 
 def test_unsure_refuses_photon_counts_before_training(tmp_path, capsys):
-    """A counting camera's whole counts under `unsure` (Gaussian, exploited there): one line naming the file and the
+    """A counting camera's whole counts under `unsure` (a probe off the count lattice, exploited there): one line naming the file and the
     losses that take them, exit 2, no run folder."""
     d = tmp_path / "counts"
     d.mkdir()
