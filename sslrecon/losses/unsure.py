@@ -46,10 +46,11 @@ ascent cannot leave 0; 5 % of the image's variance, as before, started it at 6.7
 24.63 (`denoise_pg.py --unsure`). `learn_steps=N` stops the ascent after N ascent steps, after which the Lagrangian is
 SURE with the learned noise.
 
-On whole counts (a counting detector's, `whole_counts` of the start model) `unsure` is refused: its probe leaves the
-count lattice and a network learns to read it. At one count per pixel (BSD68 crops, 300 steps, noisy 7.63 dB) it
-ended at 12.81 (its gain fallen to 0.89 for a true 1; 5.42 with one constant variance), where `pg-unsure` (which
-holds the counting model there) and `gr2r-poisson` reached 19.52 and 19.84.
+On whole counts (a counting detector's, `whole_counts` of the start model) there is nothing to learn: the gain is the
+count step and there is no read noise, and a probe off the count lattice shows a network its own divergence. Both
+losses hold that model there (`counts`) and train on `sure`'s PG-SURE with it, which removes photons
+(`_counted`). At one count per pixel (BSD68 crops, 300 steps, noisy 7.63 dB) learning there took `unsure` to 12.81
+dB (its gain fallen to 0.89 for a true 1; 5.42 with one constant variance), holding it to 19.52, as `pg-unsure`.
 
 Correlated noise (detector charge sharing, resampled or motion-corrected micrographs) needs the constraint to cover
 the neighbours: with a pixel-wise one a network predicts each pixel's noise from its neighbours' and the multipliers
@@ -124,10 +125,12 @@ class _Learned(Loss):
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("ascents", torch.tensor(0))
         self.register_buffer("held", torch.tensor(0))  # training steps taken with the multipliers held at their start
+        self.register_buffer("counts", torch.zeros(groups, dtype=torch.bool))  # groups of whole counts: nothing learned
         self._pace = 1.0  # the training schedule's learning-rate factor for this step (`pace`)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.setdefault(prefix + "held", torch.tensor(0))  # a run from before the hold
+        state_dict.setdefault(prefix + "counts", torch.zeros(self.groups, dtype=torch.bool))  # or before counts
         saved = state_dict.get(prefix + "kernel")
         if saved is None:  # a run from before correlated constraints: white noise
             state_dict[prefix + "kernel"] = torch.ones(self.groups, 1, 1, 1)
@@ -156,17 +159,23 @@ class _Learned(Loss):
                    sources: list[int] | None = None, names: list[str] | None = None) -> None:
         """Set the multipliers from `noise` (normalised units; one model, or one per group; None: from the batch `y`
         of measurements, whose samples come from the groups `sources`), unless they hold learned values already.
-        `names`: the groups' files, for a refusal to name."""
+        `names`: the groups' files, for a refusal to name. A group whose start model holds its data as whole counts
+        (`whole_counts`: a counting detector's, whose gain is the count step, without read noise) keeps that model
+        (`counts`); one run cannot take such files beside others."""
         if bool(self.initialised):
             return
         noises = noise if isinstance(noise, list) else [noise] * self.groups
         src = torch.as_tensor(sources if sources is not None else [0] * len(y))
         for k, nk in enumerate(noises):
             own = y[src == k]
-            try:
-                self._start(k, nk, own if len(own) else y)
-            except ConfigError as e:  # a group's start the loss cannot take: name its file
-                raise ConfigError(e.message, path=names[k] if names else None, fix=e.fix) from None
+            own = own if len(own) else y
+            self.counts[k] = nk is not None and whole_counts(own, nk)
+            self._start(k, nk, own)
+        if bool(self.counts.any()) and not bool(self.counts.all()):
+            counted, other = int(self.counts.nonzero()[0]), int((~self.counts).nonzero()[0])
+            raise ConfigError(f"{self.name}: not whole counts, where {names[counted] if names else f'file {counted}'} "
+                              "holds them (a counting detector's, whose noise has nothing to learn)",
+                              path=names[other] if names else None, fix="fit the two kinds of file in separate runs")
         self.kernel = stack_kernels([n.kernel if isinstance(n, Correlated) else ((1.0,),) for n in noises],
                                     self.kernel.device)
         self.initialised.fill_(True)
@@ -210,7 +219,20 @@ class _Learned(Loss):
 
     @property
     def learning(self) -> bool:
-        return self.learn_steps is None or int(self.ascents) < self.learn_steps
+        return not bool(self.counts.all()) and (self.learn_steps is None or int(self.ascents) < self.learn_steps)
+
+    def _counted(self, model, y, physics, generator) -> LossOutput:
+        """Whole counts (`counts`): the gain is the count step, there is no read noise and a Taylor probe off the
+        lattice would show the network its own divergence (at one count per pixel pg-unsure's learned gain fell to
+        0.59 for a true 1, 10.9 dB for gr2r-poisson's 24.1; unsure's to 0.89, 12.81 dB for a noisy 7.63): `sure`'s
+        PG-SURE with the held model, which removes photons there."""
+        held = Denoising(self.batch_model(physics.sources, len(y)), sources=physics.sources)
+        out = SureGaussian(tau=self.tau)(model, y, held, generator=generator)
+        return LossOutput(out.value, {**out.terms, **self._summary()})
+
+    def _summary(self) -> dict:
+        """The learned noise for the step's log terms."""
+        raise NotImplementedError
 
     def _index(self, sources, n: int) -> torch.Tensor:
         like = self.initialised.device
@@ -287,14 +309,9 @@ class Unsure(_Learned):
     def _start(self, k, noise, y):
         """The level `variance` starts at the start model's mean variance over `y`; the shape (`gain u + sigma^2`
         over that mean, `u = y - offset`) is the start model's and stays: constant for a Gaussian start."""
-        if noise is not None and whole_counts(y, noise):
-            raise ConfigError("unsure: whole counts (a counting detector's Poisson noise, its level known from the "
-                              "count step), where a probe off the count lattice shows the network its own divergence "
-                              "(at one count per pixel unsure ended 6.7 dB below pg-unsure)",
-                              fix="use --loss pg-unsure (which takes the counting model there) or --loss gr2r-poisson")
         level = _pg_level(noise) if noise is not None else None
         if level is not None and float(level.gain) > 0:
-            mean = float(level.stein_weight(y).mean())
+            mean = 1.0 if self.counts[k] else float(level.stein_weight(y).mean())  # (counts: held exactly)
             if mean > 0:
                 self.variance[k] = mean
                 self.shape_gain[k], self.shape_read[k] = float(level.gain) / mean, float(level.sigma) ** 2 / mean
@@ -331,8 +348,13 @@ class Unsure(_Learned):
         return self._model(1.0, float((var * self.shape_gain).mean()), float((var * self.shape_read).mean()),
                            float(self.shape_offset.mean()), self._pooled_kernel())
 
+    def _summary(self) -> dict:
+        return {"sigma": float(self.variance.mean().sqrt())}
+
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         self.initialise(physics.noise, y, physics.sources)
+        if bool(self.counts.all()):
+            return self._counted(model, y, physics, generator)
         idx = self._index(physics.sources, len(y))
         dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
@@ -343,8 +365,7 @@ class Unsure(_Learned):
             div = (self._covariance_probes(idx, b, shape)[1] * jb).mean(dims)
             value = fit - (var * shape).mean() + 2 * (var.flatten() * div).mean()
         self._ascend(idx, {"variance": div})
-        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(),
-                                  "sigma": float(self.variance.mean().sqrt())})
+        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), **self._summary()})
 
 
 def _pg_level(noise: NoiseModel) -> PoissonGaussian | None:
@@ -368,25 +389,6 @@ class PgUnsure(_Learned):
         super().__init__(tau, step, momentum, groups, learn_steps, hold_steps, room_steps)
         self.second_order, self.tau2 = second_order, tau2
         self.register_buffer("offset", torch.zeros(groups))
-        self.register_buffer("counts", torch.zeros(groups, dtype=torch.bool))  # groups of whole counts: nothing learned
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        state_dict.setdefault(prefix + "counts", torch.zeros(self.groups, dtype=torch.bool))  # a run from before
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def initialise(self, noise, y, sources=None, names=None):
-        if bool(self.initialised):
-            return
-        super().initialise(noise, y, sources, names)
-        if bool(self.counts.any()) and not bool(self.counts.all()):
-            counted, other = int(self.counts.nonzero()[0]), int((~self.counts).nonzero()[0])
-            raise ConfigError(f"pg-unsure: not whole counts, where {names[counted] if names else f'file {counted}'} "
-                              "holds them (a counting detector's, whose noise has nothing to learn)",
-                              path=names[other] if names else None, fix="fit the two kinds of file in separate runs")
-
-    @property
-    def learning(self) -> bool:
-        return not bool(self.counts.all()) and super().learning
 
     def options(self):
         return {**super().options(), "second_order": self.second_order, "tau2": self.tau2}
@@ -399,8 +401,8 @@ class PgUnsure(_Learned):
             pg = PoissonGaussian(gain=noise.gain, sigma=noise.sigma, offset=noise.offset) if level else \
                 PoissonGaussian(gain=0.0, sigma=float(noise.mean_sigma(y)))
         gain, var, offset = (float(torch.as_tensor(v).float().mean()) for v in (pg.gain, pg.sigma**2, pg.offset))
-        if whole_counts(y, pg):  # a counting detector's: the gain is the count step and there is no read noise
-            self.gain[k], self.offset[k], self.variance[k], self.counts[k] = gain, offset, 0.0, True
+        if self.counts[k]:  # a counting detector's: the gain is the count step and there is no read noise
+            self.gain[k], self.offset[k], self.variance[k] = gain, offset, 0.0
             return
         if not gain > 0:  # no shot noise known: the dark level is at most the darkest value, shot noise starts small,
             offset = float(y.min())  # its share of the variance at the mean taken from the read noise where that allows
@@ -433,9 +435,9 @@ class PgUnsure(_Learned):
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         self.initialise(physics.noise, y, physics.sources)
-        idx = self._index(physics.sources, len(y))
         if bool(self.counts.all()):
-            return self._counted(model, y, idx, generator)
+            return self._counted(model, y, physics, generator)
+        idx = self._index(physics.sources, len(y))
         dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
             gain, var, off = (self._per_sample(k, idx) for k in ("gain", "variance", "offset"))
@@ -451,15 +453,8 @@ class PgUnsure(_Learned):
                 second = second_order_term(model, y, pg, probe_scale(pg, y, self.tau2), generator)
                 value, terms = value + second, {"second_order": second.item()}
         self._ascend(idx, {"gain": div_u, "variance": div})
-        pooled = self.pooled_model()
-        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), "gain": pooled.gain,
-                                  "sigma": pooled.sigma, **terms})
+        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), **self._summary(), **terms})
 
-    def _counted(self, model, y, idx, generator) -> LossOutput:
-        """Whole counts (`whole_counts`): the gain is the count step, there is no read noise and a Taylor probe off
-        the lattice would show the network its own divergence (at one count per pixel the learned gain fell to 0.59
-        for a true 1, 10.9 dB for gr2r-poisson's 24.1): `sure`'s PG-SURE with the held model, which removes photons
-        there."""
-        out = SureGaussian(tau=self.tau)(model, y, Denoising(self._level(idx)), generator=generator)
+    def _summary(self) -> dict:
         pooled = self.pooled_model()
-        return LossOutput(out.value, {**out.terms, "gain": pooled.gain, "sigma": pooled.sigma})
+        return {"gain": pooled.gain, "sigma": pooled.sigma}
