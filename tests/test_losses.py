@@ -194,6 +194,31 @@ def test_sure_with_signal_dependent_correlated_noise_is_unbiased_for_linear_deno
     assert not _within(white - true)[0]  # the white model of the same level is biased: the test can fail
 
 
+def _blind_spot(y):
+    """A J-invariant denoiser (Noise2Self's kind): each pixel from its four neighbours only, nonlinearly."""
+    k = torch.tensor([[0.0, 1, 0], [1, 0, 1], [0, 1, 0]]) / 4
+    m = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), k[None, None])
+    return m + 0.3 * torch.tanh(m)
+
+
+def test_risk_of_a_j_invariant_predictor_keeps_the_correlated_cross_terms():
+    """A blind-spot predictor's own divergence is 0 (`divergence=False`), but under correlated noise it reads each
+    pixel's noise from its neighbours': the covariances between pixels stay in its risk, which is then unbiased."""
+    from sslrecon.noise import Correlated
+
+    model = Correlated(0.2, ((0.0, 0.5, 0.0), (0.5, 1.0, 0.5), (0.0, 0.5, 0.0)))
+    x = _clean()
+    g = torch.Generator().manual_seed(8)
+    y = model.sample(x, generator=g)
+    with torch.no_grad():
+        true = ((_blind_spot(y) - x) ** 2).mean((1, 2, 3))
+        est = sure_mse(_blind_spot, y, model, generator=g, divergence=False)
+        white = sure_mse(_blind_spot, y, Gaussian(0.2), generator=g, divergence=False)
+    ok, m, se = _within(est - true)
+    assert ok, f"{m:.3g} +- {se:.3g}"
+    assert not _within(white - true)[0]  # without the cross terms it is biased (low): the test can fail
+
+
 @pytest.mark.parametrize("photons", [20.0, 100.0])
 def test_white_model_with_the_correlation_added_is_unbiased(photons):
     """`validate`'s estimate where training kept a white model of correlated noise: the white model's own terms (the

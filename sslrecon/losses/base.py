@@ -242,13 +242,19 @@ def sure_mse(f: Predictor, y: torch.Tensor, noise: NoiseModel, generator=None, t
     `correlation` (a `Correlated` form of a white `noise`: `with_kernel`, `NoiseReport.risk_kernel`) adds the divergence
     over its covariances between pixels, `2 sum_{i != j} S_ij d f_i / d y_j`, by one more probe: the diagonal stays
     the white model's (with the photon removal where it applies), the rest is what correlated noise adds.
+    `divergence=False` is for a J-invariant predictor (Noise2Self's), whose output at a pixel does not depend on that
+    pixel: its own divergence is 0, but for correlated noise not its divergence over the covariances between pixels,
+    which is kept (without it a blind-spot network that reads a pixel's noise from its neighbours' scored an error
+    below zero on the EPU micrograph).
     """
     with torch.no_grad():
         fy = f(y)
         dims = tuple(range(1, y.ndim))
         mse = ((fy - y) ** 2).mean(dims) - noise.stein_weight(y).mean(dims)
-        eps = probe_scale(noise, y, tau) if divergence or correlation is not None else None
-        if divergence:
+        eps = probe_scale(noise, y, tau) if divergence or correlation is not None or not noise.white else None
+        if not divergence and not noise.white:  # (a J-invariant predictor: the covariances between pixels only)
+            mse = mse + 2 * mc_divergence(f, y, fy, noise, eps, generator=generator, dims=dims, off_diagonal=True)
+        elif divergence:
             if removal or (removal is None and (low_counts(y, noise) or whole_counts(y, noise))):
                 div = sum(removal_divergence(f, y, fy, noise, eps, RISK_SPACING, generator, dims)
                           for _ in range(RISK_PASSES)) / RISK_PASSES
