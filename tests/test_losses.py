@@ -139,6 +139,35 @@ def test_n2s_masked_input_hides_masked_pixels():
     assert torch.allclose(loss._masked_input(y, m), loss._masked_input(y2, m))
 
 
+def test_n2s_hides_a_square_around_each_pixel_under_correlated_noise():
+    """Under correlated noise the blind spot covers every lag the noise correlates (`radius` auto: 1 where lag 1
+    correlates and lag 2 less than 0.1, 0 for white noise) and the grid spaces the squares (auto: `2 radius + 2`); the prediction at a
+    pixel then reads nothing in its square, and the masked input nothing of the squares."""
+    from sslrecon.noise import Correlated
+
+    corr = Correlated(0.1, ((0.0, 0.3, 0.0), (0.3, 1.0, 0.3), (0.0, 0.3, 0.0)))  # lag 1: 0.44, lag 2: 0.07
+    loss = build_loss("n2s")
+    y = torch.rand(1, 1, 20, 23, generator=torch.Generator().manual_seed(0))
+    loss.adapt(y, Denoising(corr))
+    assert loss.options() == {"grid": 4, "radius": 1}
+    white = build_loss("n2s")
+    white.adapt(y, Denoising(Gaussian(0.1)))
+    assert white.options() == {"grid": 3, "radius": 0}
+    net = _random_cnn()
+    with torch.no_grad():
+        a = loss.predict(net, y)
+        near, far = y.clone(), y.clone()
+        near[0, 0, 6:9, 10:13] += 5.0  # the square around (7, 11)
+        far[0, 0, 7, 13] += 5.0  # two pixels away
+        assert torch.allclose(a[0, 0, 7, 11], loss.predict(net, near)[0, 0, 7, 11], atol=1e-5)
+        assert (a[0, 0, 7, 11] - loss.predict(net, far)[0, 0, 7, 11]).abs() > 1e-3
+    m = loss._mask(y, torch.tensor([[1, 2]]))
+    square = F.conv2d(F.pad(m, (1, 1, 1, 1)), torch.ones(1, 1, 3, 3)).clamp_max(1)
+    assert torch.allclose(loss._masked_input(y, m), loss._masked_input(y + 10 * square, m))
+    with pytest.raises(ConfigError, match="too fine"):
+        build_loss("n2s", grid=3, radius=2)
+
+
 def test_registry_is_documented():
     for name, cls in LOSSES.items():
         assert cls.name == name and cls.__module__.startswith("sslrecon.losses.")
