@@ -20,7 +20,7 @@ masked pixel (structured masking in the spirit of Broaddus et al.'s structN2V, I
 the ring just outside it, and the grid spaces the squares so that no ring touches another square (`grid` at least
 `2 radius + 2`). `radius="auto"` (the default) is 0 for white noise and, for correlated noise, the largest lag at
 which the noise model's correlation is still `CORRELATION_BELOW` or more (`correlation_radius`); `grid="auto"` is 3,
-or `2 radius + 2`. Both are settled once per run and recorded.
+or `2 radius + 2` (a grid given finer than that is widened to it). Both are settled once per run and recorded.
 
 Cost per step: one network pass. Test time: `grid^2` passes.
 """

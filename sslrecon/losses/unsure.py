@@ -327,13 +327,11 @@ class Unsure(_Learned):
 
     def _model(self, var, gain, read, offset, kern) -> NoiseModel:
         """The model of level `var` and shape `(gain, read, offset)`, correlated by `kern` (None: white)."""
-        sigma = (var * read) ** 0.5
+        sigma, shot = (var * read) ** 0.5, bool(torch.as_tensor(gain).gt(0).any())
         if kern is not None:
-            return Correlated(sigma=sigma, kernel=kern, **({"gain": var * gain, "offset": offset} if bool(
-                torch.as_tensor(gain).gt(0).any()) else {}))
-        if bool(torch.as_tensor(gain).gt(0).any()):
-            return PoissonGaussian(gain=var * gain, sigma=sigma, offset=offset)
-        return Gaussian(sigma=sigma)
+            return Correlated(sigma=sigma, kernel=kern, gain=var * gain, offset=offset) if shot else \
+                Correlated(sigma=sigma, kernel=kern)
+        return PoissonGaussian(gain=var * gain, sigma=sigma, offset=offset) if shot else Gaussian(sigma=sigma)
 
     def batch_model(self, sources=None, n=1) -> NoiseModel:
         idx = self._index(sources, n)
