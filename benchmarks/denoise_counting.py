@@ -14,12 +14,13 @@ On whole counts a network sees any probe off the count lattice, so the default `
 `pg-unsure`) take the photon removal by a finite difference there; `pg-sure finite=false` keeps the Taylor terms, to
 show what they cost on such data.
 
-With `--gaussian SIGMA`, the same scenes (by default at 3-25) instead carry white Gaussian noise of sd SIGMA (continuous values, seed
-5; no lattice), for the Gaussian losses with SIGMA given: whether a gap between the SURE family and the splitting losses
-on these smooth scenes belongs to photon counting or to SURE itself.
+With `--gaussian SIGMA`, the same scenes (by default the 10-photon ones, 3-25) instead carry white Gaussian noise of
+sd SIGMA (continuous values, seed 5; no lattice), for the Gaussian losses with SIGMA given: whether a gap between the
+SURE family and the splitting losses on these smooth scenes belongs to photon counting or to SURE itself.
 
     python benchmarks/denoise_counting.py [--steps 300] [--levels 1 10] [--json benchmarks/results/denoise_counting.json]
-    python benchmarks/denoise_counting.py --gaussian 3.3 --steps 1000 --json benchmarks/results/denoise_smooth_gaussian.json
+    python benchmarks/denoise_counting.py --gaussian 3.3 --steps 1000 \
+        --json benchmarks/results/denoise_smooth_gaussian.json
 """
 from __future__ import annotations
 

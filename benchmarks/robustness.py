@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sslrecon import api  # noqa: E402
 from sslrecon.config import RunConfig  # noqa: E402
+from sslrecon.engine.metrics import psnr  # noqa: E402
 from sslrecon.errors import SslreconError  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from denoise_pg import set12_clean  # noqa: E402
+
 #: name: (photons at the mean, gain, read noise, offset, dtype)
 SCENARIOS = {
     "tiny-units": (20, 0.01, 0.02, 0.0, "float32"),  # data already scaled to about [0, 1]
@@ -43,12 +44,8 @@ LOSSES = ["auto", "sure", "pg-sure", "pg-unsure", "unsure", "gr2r-poisson", "r2r
 
 
 def crops() -> list[np.ndarray]:
-    out = []
-    for p in sorted((DATA / "natural" / "BSD68").glob("*.png"))[10:18]:
-        x = np.asarray(Image.open(p).convert("L"), dtype=np.float64) / 255
-        h, w = x.shape
-        out.append(x[(h - 128) // 2:(h + 128) // 2, (w - 128) // 2:(w + 128) // 2])
-    return out
+    """The centre 128x128 of the 11th to 18th BSD68 image (the centre of `denoise_pg`'s 256x256 crops)."""
+    return [c[64:192, 64:192] for c in set12_clean("BSD68")[10:18]]
 
 
 def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[str], tmp: Path) -> dict:
@@ -66,19 +63,18 @@ def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[
         tifffile.imwrite(folder / f"im{i}.tif", np.asarray(n, dtype=dtype))
     span = max(c.max() for c in clean) - min(c.min() for c in clean)
 
-    def psnr(images) -> float:
-        return float(np.mean([10 * np.log10(span**2 / np.mean((np.asarray(o, np.float64) - c) ** 2))
-                              for o, c in zip(images, clean)]))
+    def mean_psnr(images) -> float:
+        return float(np.mean([psnr(c, o, span) for o, c in zip(images, clean)]))
 
     row = {"photons": photons, "gain": gain, "read": read, "offset": offset, "dtype": dtype,
-           "noisy": psnr(noisy), "estimate": api.noise([str(folder)])["model"]}
+           "noisy": mean_psnr(noisy), "estimate": api.noise([str(folder)])["model"]}
     for loss in losses:
         t0, run = time.perf_counter(), tmp / name / f"run_{loss}"
         try:
             cfg = RunConfig(loss=loss, noise="auto", steps=steps, width=16, patch_size=48, device="cpu")
             doc = api.fit([str(folder)], run, config=cfg)
             outs = api.reconstruct(run, [str(folder)], run / "out", device="cpu")
-            row[loss] = {"psnr": psnr([tifffile.imread(o["output"]) for o in outs]), "loss": doc["loss"],
+            row[loss] = {"psnr": mean_psnr([tifffile.imread(o["output"]) for o in outs]), "loss": doc["loss"],
                          "noise": doc.get("noise_learned", doc["noise"])}
         except SslreconError as e:
             row[loss] = {"refused": e.line()}

@@ -215,7 +215,8 @@ def test_validate_counts_the_noise_correlation_a_white_model_leaves_out(tmp_path
     assert white["name"] in ("poisson", "pg")
     docs, calls, analyse = {}, [], api.analyze_noise
     monkeypatch.setattr(api, "analyze_noise", lambda *a, **k: calls.append(1) or analyse(*a, **k))
-    for name, extra in (("recorded", []), ("given", ["--noise", from_dict(white).spec()]), ("auto", ["--noise", "auto"])):
+    for name, extra in (("recorded", []), ("given", ["--noise", from_dict(white).spec()]),
+                        ("auto", ["--noise", "auto"])):
         calls.clear()
         code, out, err = run(["validate", tmp_path / "run", d, "--reference", ref, "--json", "--device", "cpu", *extra],
                              capsys)

@@ -141,8 +141,8 @@ def test_n2s_masked_input_hides_masked_pixels():
 
 def test_n2s_hides_a_square_around_each_pixel_under_correlated_noise():
     """Under correlated noise the blind spot covers every lag the noise correlates (`radius` auto: 1 where lag 1
-    correlates and lag 2 less than 0.1, 0 for white noise) and the grid spaces the squares (auto: `2 radius + 2`); the prediction at a
-    pixel then reads nothing in its square, and the masked input nothing of the squares."""
+    correlates and lag 2 less than 0.1, 0 for white noise) and the grid spaces the squares (auto: `2 radius + 2`);
+    the prediction at a pixel then reads nothing in its square, and the masked input nothing of the squares."""
     from sslrecon.noise import Correlated
 
     corr = Correlated(0.1, ((0.0, 0.3, 0.0), (0.3, 1.0, 0.3), (0.0, 0.3, 0.0)))  # lag 1: 0.44, lag 2: 0.07
@@ -166,6 +166,9 @@ def test_n2s_hides_a_square_around_each_pixel_under_correlated_noise():
     assert torch.allclose(loss._masked_input(y, m), loss._masked_input(y + 10 * square, m))
     with pytest.raises(ConfigError, match="too fine"):
         build_loss("n2s", grid=3, radius=2)
+    given = build_loss("n2s", grid=3)  # a grid given too fine for the radius found is widened, and recorded so
+    given.adapt(y, Denoising(corr))
+    assert given.options() == {"grid": 4, "radius": 1}
 
 
 def test_registry_is_documented():

@@ -252,6 +252,8 @@ def test_unsure_keeps_a_signal_dependent_start_models_shape():
     back = build_loss("unsure")  # the shape is loss state: checkpointed and resumed with the level
     back.load_state_dict(loss.state_dict())
     assert back.pooled_model() == loss.pooled_model()
+    with pytest.raises(ConfigError, match="its options are: tau, step"):  # the shape is state, not an option
+        build_loss("unsure", shape_gain=1.0)
     older = build_loss("unsure")  # a checkpoint from before the shape: white Gaussian, as it was trained
     older.load_state_dict({k: v for k, v in loss.state_dict().items() if not k.startswith("shape_")})
     assert isinstance(older.pooled_model(), Gaussian)

@@ -74,16 +74,15 @@ class Noise2Self(Loss):
     def adapt(self, y, physics=DENOISING):
         if self.radius == "auto":
             self.radius = correlation_radius(physics.noise)
-        if self.grid == "auto":
-            self.grid = 3 if self.radius == 0 else 2 * self.radius + 2
-        elif self.radius > 0 and self.grid < 2 * self.radius + 2:
-            self.grid = 2 * self.radius + 2
+        self.grid = self._settled()[0]
 
     def _settled(self) -> tuple[int, int]:
-        """`(grid, radius)`, with "auto" as for white noise where `adapt` did not run (the loss used on its own)."""
+        """`(grid, radius)`: "auto" as for white noise where `adapt` did not run (the loss used on its own), and a
+        grid too fine for the radius widened to `2 radius + 2`."""
         radius = 0 if self.radius == "auto" else self.radius
-        grid = (3 if radius == 0 else 2 * radius + 2) if self.grid == "auto" else self.grid
-        return grid, radius
+        if radius == 0:
+            return (3 if self.grid == "auto" else self.grid), 0
+        return (2 * radius + 2 if self.grid == "auto" else max(self.grid, 2 * radius + 2)), radius
 
     def _mask(self, y, phases):
         """(B,1,H,W) mask: pixels with (row - pi) % grid == 0 and (col - pj) % grid == 0."""

@@ -62,8 +62,9 @@ dominates, settled once per run from a batch of training patches and recorded wi
 Correlated noise (`corr:...,gain=...`, e.g. motion-corrected micrographs) cannot be thinned (its pixels are not
 independent counts), so the split is the family's Gaussian member with the model's covariance at the measurement
 (`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); so is white Gaussian noise, which holds no
-counts (what `--noise auto` reports where read noise hides the shot noise, so the loss still runs there); `pg-sure` takes such noise by the first-order
-estimate with the covariance (`sure`'s), since neither its second-order term nor the photon removal applies there.
+counts (what `--noise auto` reports where read noise hides the shot noise, so the loss still runs there). `pg-sure`
+takes correlated noise by the first-order estimate with the covariance (`sure`'s), since neither its second-order
+term nor the photon removal applies there.
 Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits ("auto": more
 as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at 0.7; `auto_test_samples`, also settled per run); its risk estimate
 (validation) is the mean over those splits of `|f(y1) - y2|^2 - (gain u + sigma^2) / alpha`, unbiased for the error of a
@@ -262,10 +263,11 @@ class GR2RPoisson(Loss):
 
     def split(self, y, physics, generator=None, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target. For
-        correlated noise (`corr:...`, Gaussian with the model's covariance at the measurement) the Gaussian member of
-        the family, as for white Gaussian noise (no counts to thin): `y1 = y + sqrt(alpha / (1 - alpha)) z`, `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with
-        that covariance (`noise_like`), whose noises are independent for Gaussian noise, of variances `S / (1 -
-        alpha)` and `S / alpha` as a split's halves (Recorrupted-to-Recorrupted)."""
+        correlated noise (`corr:...`, Gaussian with the model's covariance at the measurement) and white Gaussian noise
+        (no counts to thin) the Gaussian member of the family: `y1 = y + sqrt(alpha / (1 - alpha)) z`,
+        `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with that covariance (`noise_like`), whose noises are
+        independent for Gaussian noise, of variances `S / (1 - alpha)` and `S / alpha` as a split's halves
+        (Recorrupted-to-Recorrupted)."""
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise) if alpha is None else alpha
         if not thinnable(noise):  # Recorrupted-to-Recorrupted's pair, scaled to a split's share

@@ -107,6 +107,8 @@ class _Learned(Loss):
     models = None  # the noise model given only initialises the multipliers
     internal_options = ("groups",)  # one set of multipliers per input file: `fit` passes the number of files
     _names: tuple[str, ...] = ()
+    #: buffers a loss holds per group beside its multipliers, with the value a run saved before them implies
+    _held: dict[str, float] = {}
 
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
                  learn_steps: int | None = None, hold_steps: int | str = "auto", room_steps: int = ROOM_STEPS):
@@ -121,6 +123,8 @@ class _Learned(Loss):
         for n in self._names:
             self.register_buffer(n, torch.zeros(groups))
             self.register_buffer(f"{n}_velocity", torch.zeros(groups))
+        for n, fill in self._held.items():
+            self.register_buffer(n, torch.full((groups,), fill))
         self.register_buffer("kernel", torch.ones(groups, 1, 1, 1))  # each group's noise correlation (1 x 1: white)
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("ascents", torch.tensor(0))
@@ -131,6 +135,8 @@ class _Learned(Loss):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.setdefault(prefix + "held", torch.tensor(0))  # a run from before the hold
         state_dict.setdefault(prefix + "counts", torch.zeros(self.groups, dtype=torch.bool))  # or before counts
+        for n, fill in self._held.items():  # or before those buffers
+            state_dict.setdefault(prefix + n, torch.full((self.groups,), fill))
         saved = state_dict.get(prefix + "kernel")
         if saved is None:  # a run from before correlated constraints: white noise
             state_dict[prefix + "kernel"] = torch.ones(self.groups, 1, 1, 1)
@@ -228,11 +234,8 @@ class _Learned(Loss):
         PG-SURE with the held model, which removes photons there."""
         held = Denoising(self.batch_model(physics.sources, len(y)), sources=physics.sources)
         out = SureGaussian(tau=self.tau)(model, y, held, generator=generator)
-        return LossOutput(out.value, {**out.terms, **self._summary()})
-
-    def _summary(self) -> dict:
-        """The learned noise for the step's log terms."""
-        raise NotImplementedError
+        pooled = self.pooled_model()
+        return LossOutput(out.value, {**out.terms, "gain": pooled.gain, "sigma": pooled.sigma})
 
     def _index(self, sources, n: int) -> torch.Tensor:
         like = self.initialised.device
@@ -294,17 +297,8 @@ class _Learned(Loss):
 class Unsure(_Learned):
     name = "unsure"
     _names = ("variance",)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register_buffer("shape_gain", torch.zeros(self.groups))  # each group's noise shape (`_shape`)
-        self.register_buffer("shape_read", torch.ones(self.groups))
-        self.register_buffer("shape_offset", torch.zeros(self.groups))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, fill in (("shape_gain", 0.0), ("shape_read", 1.0), ("shape_offset", 0.0)):  # a run from before:
-            state_dict.setdefault(prefix + name, torch.full((self.groups,), fill))  # white Gaussian, as it was
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    _held = {"shape_gain": 0.0, "shape_read": 1.0, "shape_offset": 0.0}  # each group's noise shape (`_shape`); a run
+    # from before the shape was white Gaussian
 
     def _start(self, k, noise, y):
         """The level `variance` starts at the start model's mean variance over `y`; the shape (`gain u + sigma^2`
@@ -346,9 +340,6 @@ class Unsure(_Learned):
         return self._model(1.0, float((var * self.shape_gain).mean()), float((var * self.shape_read).mean()),
                            float(self.shape_offset.mean()), self._pooled_kernel())
 
-    def _summary(self) -> dict:
-        return {"sigma": float(self.variance.mean().sqrt())}
-
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         self.initialise(physics.noise, y, physics.sources)
         if bool(self.counts.all()):
@@ -363,7 +354,8 @@ class Unsure(_Learned):
             div = (self._covariance_probes(idx, b, shape)[1] * jb).mean(dims)
             value = fit - (var * shape).mean() + 2 * (var.flatten() * div).mean()
         self._ascend(idx, {"variance": div})
-        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), **self._summary()})
+        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(),
+                                  "sigma": float(self.variance.mean().sqrt())})
 
 
 def _pg_level(noise: NoiseModel) -> PoissonGaussian | None:
@@ -451,8 +443,6 @@ class PgUnsure(_Learned):
                 second = second_order_term(model, y, pg, probe_scale(pg, y, self.tau2), generator)
                 value, terms = value + second, {"second_order": second.item()}
         self._ascend(idx, {"gain": div_u, "variance": div})
-        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), **self._summary(), **terms})
-
-    def _summary(self) -> dict:
         pooled = self.pooled_model()
-        return {"gain": pooled.gain, "sigma": pooled.sigma}
+        return LossOutput(value, {"fit": fit.item(), "div": div.mean().item(), "gain": pooled.gain,
+                                  "sigma": pooled.sigma, **terms})
