@@ -303,6 +303,18 @@ def test_gaussian_sigma_leaves_out_patches_near_a_clipping_level():
     assert abs(rep.model.sigma / 30 - 1) < 0.03, rep.model.sigma
 
 
+def test_small_frames_leave_out_blocks_on_a_clipping_level():
+    """Frames too small for patches (24 x 24: the wavelet MAD), half of each on the 8-bit floor: the 2 x 2 blocks
+    touching the floor are left out (27 % low with them, over 40 frames)."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((24, 24))
+    x[:, 12:] = 120
+    frames = [np.clip(np.round(x + rng.normal(0, 10, x.shape)), 0, 255).astype(np.uint8) for _ in range(40)]
+    aware = np.mean([gaussian_sigma(y) / 10 - 1 for y in frames])
+    unaware = np.mean([gaussian_sigma(y, clip=Clipping(None, None, 0.0, 0.0)) / 10 - 1 for y in frames])
+    assert abs(aware) < 0.08 and unaware < -0.15, (aware, unaware)
+
+
 @needs_shared
 @pytest.mark.parametrize("sigma", [25, 50])
 def test_gaussian_sigma_on_natural_images_saved_as_8_bits(sigma):

@@ -275,8 +275,8 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10, statistics: int | No
     img = _crop(frame, 768)
     if min(img.shape) < MIN_PCA_SIDE:  # too small for patch statistics: wavelet MAD (Donoho)
         hh = haar(img)[3]
-        keep = _clear_of(clip, haar(img)[0].ravel() / 2, 0.0)(1.0)
-        hh = hh.ravel()[keep] if keep.any() else hh.ravel()
+        on = clip.mask(img)[: 2 * hh.shape[0], : 2 * hh.shape[1]].reshape(hh.shape[0], 2, hh.shape[1], 2).any((1, 3))
+        hh = hh[~on] if not on.all() else hh.ravel()  # not the 2 x 2 blocks touching a clipping level
         return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
     return min(_pca_sigma(img, d, iterations, statistics or _statistics(img), clip) for d in PATCHES)
 
