@@ -298,6 +298,34 @@ def test_gr2r_poisson_takes_white_gaussian_noise_by_the_gaussian_split():
     assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.01
 
 
+def test_gr2r_poisson_splits_a_batch_of_count_and_gaussian_files():
+    """`--noise auto` can give some files of a folder a Gaussian model and others a Poisson one; a batch holding
+    both has one Poisson-Gaussian model with gain 0 for the Gaussian files. Its alpha was NaN (read noise over a
+    gain of 0: `fit` stopped with "cannot convert float NaN to integer"); now those files take the Gaussian split
+    (independent halves of variances sigma^2 / (1 - alpha) and sigma^2 / alpha) and the others are thinned (halves
+    centred on the clean image)."""
+    from sslrecon.noise import Gaussian
+    from sslrecon.noise.models import stack
+
+    models = [Gaussian(sigma=SIGMA), PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)] * 100
+    batch = stack(models)
+    x = _scene(10.0, n=200)
+    y = torch.cat([m.sample(x[i : i + 1], generator=torch.Generator().manual_seed(i)) for i, m in enumerate(models)])
+    loss = build_loss("gr2r-poisson")
+    loss.adapt(y, Denoising(batch))
+    alpha = loss.options()["alpha"]
+    assert 0.15 < alpha < 0.95 and loss.options()["test_samples"] >= 5, loss.options()
+    y1, y2 = loss.split(y, Denoising(batch), generator=torch.Generator().manual_seed(2))
+    a, b = (y1 - x)[0::2].flatten(), (y2 - x)[0::2].flatten()  # the Gaussian files
+    for half, var in ((a, SIGMA**2 / (1 - alpha)), (b, SIGMA**2 / alpha)):
+        assert abs(float(half.mean())) < 4 * float(half.std()) / math.sqrt(half.numel())
+        assert abs(float(half.var()) / var - 1) < 0.03
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.02
+    for half in ((y1 - x)[1::2].flatten(), (y2 - x)[1::2].flatten()):  # the counted files
+        assert torch.isfinite(half).all()
+        assert abs(float(half.mean())) < 4 * float(half.std()) / math.sqrt(half.numel())
+
+
 def test_gr2r_split_keeps_the_mean_for_fractional_and_negative_counts():
     """No silent rounding: at fractional counts, below the dark level and with read noise, both halves keep the
     measurement as their mean, given the measurement."""

@@ -184,9 +184,11 @@ def read_share(y: torch.Tensor, pg) -> float:
     y = y.double()
     dims = tuple(range(1, y.ndim))
     gain = torch.as_tensor(pg.gain, dtype=y.dtype, device=y.device)
-    extra = (torch.as_tensor(pg.sigma, dtype=y.dtype, device=y.device) / gain) ** 2
-    c, m = float(extra.expand_as(y).mean()), float(((y - pg.offset) / gain).clamp_min(0).mean())
-    model = c / max(m + c, 1e-12)
+    # in the data's units, so that a batch holding files of white Gaussian noise (gain 0 in the batch's model: all
+    # of their variance is read noise) is pooled with the rest
+    read = float((torch.as_tensor(pg.sigma, dtype=y.dtype, device=y.device) ** 2).expand_as(y).mean())
+    shot = float((gain * (y - pg.offset).clamp_min(0)).mean())
+    model = read / max(shot + read, 1e-300)
     if min(y.shape[-2:]) < 3:
         return model
     r = y[..., 1:-1, 1:-1] - (y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:]) / 4
@@ -194,7 +196,7 @@ def read_share(y: torch.Tensor, pg) -> float:
     k2, k3 = (r**2).mean(dims) / STENCIL_SQUARES, (r**3).mean(dims) / STENCIL_CUBES
     g = gain.flatten().expand(len(y)) if gain.numel() == 1 else gain.flatten()
     shot = float((g * k2).sum())
-    data = 1 - float(k3.sum()) / shot if shot > 0 else 0.0  # (noise-free data say nothing)
+    data = 1 - float(k3.sum()) / shot if shot > 0 else 0.0  # (noise-free or Gaussian data say nothing)
     return min(max(model, data, 0.0), 1.0)
 
 
@@ -271,17 +273,28 @@ class GR2RPoisson(Loss):
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise) if alpha is None else alpha
         if not thinnable(noise):  # Recorrupted-to-Recorrupted's pair, scaled to a split's share
-            return recorrupted_pair(y, noise.noise_like(y, generator), math.sqrt(alpha / (1 - alpha)))
+            return self._gaussian_split(y, noise, alpha, generator)
         pg = noise.as_pg()
-        shift = pg.sigma**2 / pg.gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
-        counts = (y - pg.offset + shift) / pg.gain
+        gain = torch.as_tensor(pg.gain, dtype=y.dtype, device=y.device)
+        counted = gain > 0  # a batch's files of white Gaussian noise (gain 0) hold no counts: the Gaussian split
+        gain = torch.where(counted, gain, torch.ones_like(gain))
+        shift = pg.sigma**2 / gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
+        counts = (y - pg.offset + shift) / gain
         whole = counts.clamp_min(0)
         rest = counts - whole  # the part below zero (read noise under the dark level), shared by both halves
         floor = whole.floor()
         k = floor + (torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype) < whole - floor).to(y.dtype)
         w = torch.binomial(k, torch.full_like(k, alpha), generator=generator)
-        base = pg.offset - shift + pg.gain * rest
-        return base + pg.gain * (k - w) / (1 - alpha), base + pg.gain * w / alpha
+        base = pg.offset - shift + gain * rest
+        y1, y2 = base + gain * (k - w) / (1 - alpha), base + gain * w / alpha
+        if bool(counted.all()):
+            return y1, y2
+        g1, g2 = self._gaussian_split(y, noise, alpha, generator)
+        return torch.where(counted, y1, g1), torch.where(counted, y2, g2)
+
+    @staticmethod
+    def _gaussian_split(y, noise, alpha: float, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return recorrupted_pair(y, noise.noise_like(y, generator), math.sqrt(alpha / (1 - alpha)))
 
     def forward(self, model, y, physics=DENOISING, generator=None) -> LossOutput:
         y1, y2 = self.split(y, physics, generator)
