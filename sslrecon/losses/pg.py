@@ -62,7 +62,9 @@ dominates, settled once per run from a batch of training patches and recorded wi
 Correlated noise (`corr:...,gain=...`, e.g. motion-corrected micrographs) cannot be thinned (its pixels are not
 independent counts), so the split is the family's Gaussian member with the model's covariance at the measurement
 (`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); so is white Gaussian noise, which holds no
-counts (what `--noise auto` reports where read noise hides the shot noise, so the loss still runs there). `pg-sure`
+counts (what `--noise auto` reports where read noise hides the shot noise, so the loss still runs there), and so are
+the files of a batch that `--noise auto` found Gaussian beside others it found signal-dependent (gain 0 in the
+batch's model). `pg-sure`
 takes correlated noise by the first-order estimate with the covariance (`sure`'s), since neither its second-order
 term nor the photon removal applies there.
 Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits ("auto": more
