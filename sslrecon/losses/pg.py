@@ -189,8 +189,8 @@ def read_share(y: torch.Tensor, pg) -> float:
     # in the data's units, so that a batch holding files of white Gaussian noise (gain 0 in the batch's model: all
     # of their variance is read noise) is pooled with the rest
     read = float((torch.as_tensor(pg.sigma, dtype=y.dtype, device=y.device) ** 2).expand_as(y).mean())
-    shot = float((gain * (y - pg.offset).clamp_min(0)).mean())
-    model = read / max(shot + read, 1e-300)
+    counted = float((gain * (y - pg.offset).clamp_min(0)).mean())  # the model's shot-noise variance
+    model = read / max(counted + read, 1e-300)
     if min(y.shape[-2:]) < 3:
         return model
     r = y[..., 1:-1, 1:-1] - (y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:]) / 4
