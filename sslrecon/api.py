@@ -110,7 +110,7 @@ def _file_report(img: ImageFile, offset: float | None) -> NoiseReport:
 
 
 def _own_noise(report: NoiseReport, img: ImageFile) -> NoiseModel | PerFrame:
-    return per_frame(report.model, img.frame, img.n_frames)
+    return per_frame(report.model, img.frame, img.n_frames, report.clipping)
 
 
 def _check_frame_count(given, n_frames: int, path: Path) -> None:
@@ -224,7 +224,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
             reports.append(analyze_noise(sampled, offset=offset))
             means.append(float(strided_sample(sampled, len(sampled)).mean()))  # as fit's normalisation shift
             files.append({"path": str(p), **reports[-1].to_dict()})
-            frames = per_frame(reports[-1].model, img.frame, img.n_frames)
+            frames = per_frame(reports[-1].model, img.frame, img.n_frames, reports[-1].clipping)
             if isinstance(frames, PerFrame):  # the model --noise auto uses: one sigma per frame
                 files[-1]["sigma_per_frame"] = [m.sigma for m in frames.frames]
             if len(paths) > 1:  # one file: the pooled frames are its own, and so is the report

@@ -227,16 +227,16 @@ def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: 
     return float(np.sqrt(max(var, 0.0)))
 
 
-def _clear_of(clip: Clipping | None, means: np.ndarray, margin: float) -> Callable[[float], np.ndarray]:
-    """For a noise variance `v`: which places (by their local `means`) lie over `margin` noise standard deviations
-    from every clipping level (0: those whose means are not on a level), where noise is not cut short. Everything
-    where nothing is clipped."""
+def _clear_of(clip: Clipping | None, means: np.ndarray, margin: float) -> Callable[[float | np.ndarray], np.ndarray]:
+    """For a noise variance `v` (one, or one per place): which places (by their local `means`) lie over `margin` noise
+    standard deviations from every clipping level (0: those whose means are not on a level), where noise is not cut
+    short. Everything where nothing is clipped."""
     if clip is None or not clip.detected:
         return lambda v: np.ones(means.shape, bool)
     lo = -np.inf if clip.low is None else clip.low
     hi = np.inf if clip.high is None else clip.high
 
-    def far(v: float) -> np.ndarray:
+    def far(v: float | np.ndarray) -> np.ndarray:
         m = margin * np.sqrt(v)
         return (means > lo + m) & (means < hi - m)
     return far
@@ -300,11 +300,13 @@ def _correlated_reading(kernel: tuple[tuple[float, ...], ...], statistics: int) 
     return gaussian_sigma(n[0, 0].numpy(), statistics=statistics)
 
 
-def correlated_sigma(frames: list[np.ndarray], kernel: tuple[tuple[float, ...], ...]) -> float:
+def correlated_sigma(frames: list[np.ndarray], kernel: tuple[tuple[float, ...], ...],
+                     clip: Clipping | None = None) -> float:
     """Marginal sigma of stationary correlated Gaussian noise with this kernel, from the principal components
-    of weakly textured patches: `gaussian_sigma` (median over up to `CORRELATED_FRAMES` frames) divided by its
-    reading on unit-variance noise of the same correlation. The trailing eigenvalues hold the noise's
-    highest frequencies, which correlation weakens, so the reading depends on the kernel's fine shape."""
+    of weakly textured patches: `gaussian_sigma` (median over up to `CORRELATED_FRAMES` frames; `clip`: the frames'
+    clipping levels, else each frame's own) divided by its reading on unit-variance noise of the same correlation.
+    The trailing eigenvalues hold the noise's highest frequencies, which correlation weakens, so the reading depends
+    on the kernel's fine shape."""
     pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), CORRELATED_FRAMES)).round().astype(int))
     readings = []
     for i in pick:
@@ -312,7 +314,7 @@ def correlated_sigma(frames: list[np.ndarray], kernel: tuple[tuple[float, ...], 
         if min(img.shape) < MIN_PCA_SIDE:
             continue
         k = _statistics(img)
-        readings.append(gaussian_sigma(img, statistics=k) / _correlated_reading(kernel, k))
+        readings.append(gaussian_sigma(img, statistics=k, clip=clip) / _correlated_reading(kernel, k))
     return float(np.median(readings)) if readings else float("inf")
 
 
@@ -324,19 +326,20 @@ PER_FRAME_SIDE = 512    # central crop measured per frame
 SIGMA_PRECISION = 1.5
 
 
-def per_frame(model: NoiseModel, frame_at: Callable[[int], np.ndarray], n: int) -> NoiseModel | PerFrame:
+def per_frame(model: NoiseModel, frame_at: Callable[[int], np.ndarray], n: int,
+              clip: Clipping | None = None) -> NoiseModel | PerFrame:
     """The noise of a stack of `n` frames (`frame_at(i)` reads frame i) whose white Gaussian level may
     change from frame to frame (tilt series, exposure series, bleaching): `gaussian_sigma` of every
     frame (at most `PER_FRAME_MAX`, evenly spread, the rest interpolated), and one model per frame
     when the largest is more than `PER_FRAME_SPREAD` times the smallest and their spread is over
     three times what estimating from frames of that size gives alone (small particle images give
     noisy estimates of one level); else `model` itself (also for any other kind of noise, whose
-    per-file model stands)."""
+    per-file model stands). `clip`: the stack's clipping levels (its report's), else each frame's own."""
     if n < 2 or type(model) is not Gaussian:
         return model
     idx = np.unique(np.linspace(0, n - 1, min(n, PER_FRAME_MAX)).round().astype(int))
     crops = (central_crop(frame_at(int(i)), PER_FRAME_SIDE) for i in idx)
-    sig, sides = np.array([(gaussian_sigma(c), min(c.shape)) for c in crops]).T
+    sig, sides = np.array([(gaussian_sigma(c, clip=clip), min(c.shape)) for c in crops]).T
     if not sig.min() > 0 or sig.max() <= PER_FRAME_SPREAD * sig.min() or \
             np.std(np.log(sig)) <= 3 * SIGMA_PRECISION / sides.min():
         return model
@@ -830,13 +833,9 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
                     bins, (mu, var, cnt), used = pca_bins, (p_mu, p_var, p_cnt), p_cnt > 0
     a, b, kept = _wls(mu[used], var[used], cnt[used])
     if clip.detected:  # drop bins within 2 (else 1) noise sd of a clipping level, then refit
-        sd = np.sqrt(np.maximum(a * mu + b, 1e-300))
+        predicted = np.maximum(a * mu + b, 1e-300)
         for margin in (2.0, 1.0, 0.0):
-            keep = used.copy()
-            if clip.low is not None:
-                keep &= mu - margin * sd > clip.low
-            if clip.high is not None:
-                keep &= mu + margin * sd < clip.high
+            keep = used & _clear_of(clip, mu, margin)(predicted)
             if keep.sum() >= 3:
                 break
         if keep.sum() < 3:
@@ -1373,7 +1372,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             # texture only inflates both levels: the smaller (marginal sigma, Set12 and the first 12 BSD68 images at
             # 5 / 15 / 25 / 50 grey levels, lag-1 0.38: mean error 17 / 8 / 4 / 4 % and 28 / 17 / 11 / 5 %, where the
             # sub-band level alone gave 27 / 12 / 6 / 4 % and 48 / 22 / 15 / 6 %)
-            level = min(level, correlated_sigma(frames, corr.kernel()))
+            level = min(level, correlated_sigma(frames, corr.kernel(), clip))
             model = Correlated(sigma=level, kernel=corr.kernel())
             return NoiseReport(model, "correlated", clip, fit, corr, notes)
     g = estimate_gaussian(frames, clip)
