@@ -314,11 +314,6 @@ class Unsure(_Learned):
         var = noise.mean_sigma(y) ** 2 if noise is not None else 0.0
         self.variance[k] = var if var > 0 else 0.1 * float(y.var())
 
-    def _shape(self, idx: torch.Tensor) -> PoissonGaussian:
-        """Each sample's noise shape, `variance` times which is its model: `shape_gain u + shape_read`."""
-        gain, read, off = (self._per_sample(n, idx) for n in ("shape_gain", "shape_read", "shape_offset"))
-        return PoissonGaussian(gain=gain, sigma=read.sqrt(), offset=off)
-
     def _model(self, var, gain, read, offset, kern) -> NoiseModel:
         """The model of level `var` and shape `(gain, read, offset)`, correlated by `kern` (None: white)."""
         sigma, shot = (var * read) ** 0.5, bool(torch.as_tensor(gain).gt(0).any())
@@ -327,13 +322,19 @@ class Unsure(_Learned):
                 Correlated(sigma=sigma, kernel=kern)
         return PoissonGaussian(gain=var * gain, sigma=sigma, offset=offset) if shot else Gaussian(sigma=sigma)
 
-    def batch_model(self, sources=None, n=1) -> NoiseModel:
-        idx = self._index(sources, n)
-        var, gain, read, off = (self._per_sample(k, idx) for k in ("variance", "shape_gain", "shape_read",
-                                                                   "shape_offset"))
+    def _levels(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each sample's `(variance, shape_gain, shape_read, shape_offset)`: its level and its noise shape,
+        `shape_gain u + shape_read`, which times the level is its model."""
+        return tuple(self._per_sample(k, idx) for k in ("variance", "shape_gain", "shape_read", "shape_offset"))
+
+    def _batch(self, idx: torch.Tensor, var, gain, read, off) -> NoiseModel:
         if len(idx) == 1:
             return self._model(*(float(v) for v in (var, gain, read, off)), self._group_kernel(int(idx)))
         return self._model(var, gain, read, off, self.kernel[idx] if self.correlated else None)
+
+    def batch_model(self, sources=None, n=1) -> NoiseModel:
+        idx = self._index(sources, n)
+        return self._batch(idx, *self._levels(idx))
 
     def pooled_model(self) -> NoiseModel:
         var = self.variance
@@ -347,9 +348,9 @@ class Unsure(_Learned):
         idx = self._index(physics.sources, len(y))
         dims = tuple(range(1, y.ndim))
         with torch.autocast(device_type=y.device.type, enabled=False):
-            var = self._per_sample("variance", idx)
-            shape = self._shape(idx).stein_weight(y)  # 1 for a Gaussian start
-            fy, b, jb = self._probe(model, y, self.batch_model(physics.sources, len(y)), generator)
+            var, gain, read, off = self._levels(idx)
+            shape = PoissonGaussian(gain=gain, sigma=read.sqrt(), offset=off).stein_weight(y)  # 1: a Gaussian start
+            fy, b, jb = self._probe(model, y, self._batch(idx, var, gain, read, off), generator)
             fit = ((fy - y) ** 2).mean()
             div = (self._covariance_probes(idx, b, shape)[1] * jb).mean(dims)
             value = fit - (var * shape).mean() + 2 * (var.flatten() * div).mean()
