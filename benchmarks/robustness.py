@@ -48,6 +48,7 @@ HIGH_SNR = {
     "bright-300": (300, 1.0, 2.0, 0.0, "uint16"),
     "bright-3000": (3000, 1.0, 3.0, 100.0, "uint16"),
 }
+ALL_SCENARIOS = {**SCENARIOS, **HIGH_SNR}
 LOSSES = ["auto", "sure", "pg-sure", "pg-unsure", "unsure", "gr2r-poisson", "r2r", "n2s"]
 
 
@@ -57,7 +58,7 @@ def crops() -> list[np.ndarray]:
 
 
 def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[str], tmp: Path) -> dict:
-    photons, gain, read, offset, dtype = {**SCENARIOS, **HIGH_SNR}[name]
+    photons, gain, read, offset, dtype = ALL_SCENARIOS[name]
     mean01 = np.mean([c.mean() for c in clean01])
     lams = [photons * c / mean01 for c in clean01]
     clean = [offset + gain * lam for lam in lams]
@@ -96,7 +97,7 @@ def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS) + list(HIGH_SNR))
+    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(ALL_SCENARIOS))
     ap.add_argument("--losses", nargs="+", default=LOSSES)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
