@@ -54,6 +54,7 @@ from sslrecon import api
 from sslrecon.config import RunConfig
 from sslrecon.data import Normalization
 from sslrecon.engine.metrics import psnr
+from sslrecon.engine.tta import DIHEDRAL, IDENTITY, averaged
 from sslrecon.engine.train import cosine_lr
 from sslrecon.errors import ConfigError
 from sslrecon.losses import parse_options
@@ -66,6 +67,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEVICE = "cpu"
 GAIN, READ, OFFSET = 2.0, 3.0, 100.0
 NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8}
+TTA = True  # every method's reconstruction (the oracle's too) averaged over the eight symmetries; --no-tta: one pass
 
 
 def set12_clean(folder: str = "Set12") -> list[np.ndarray]:
@@ -124,8 +126,9 @@ def oracle(noisy: list[np.ndarray], clean: list[np.ndarray], steps: int, seed: i
     model.eval()
     if apply_to is not None:
         ys = [torch.tensor(norm(n), dtype=torch.float32, device=DEVICE) for n in apply_to]
+    group = DIHEDRAL if TTA else (IDENTITY,)
     with torch.no_grad():
-        return [norm.denormalize(model(y[None, None])[0, 0].float().cpu().numpy()) for y in ys]
+        return [norm.denormalize(averaged(model, y[None, None], group)[0, 0].float().cpu().numpy()) for y in ys]
 
 
 def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, options: dict | None = None,
@@ -133,7 +136,7 @@ def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, 
     cfg = RunConfig(loss=loss, noise=noise, steps=steps, device=DEVICE, loss_options=options or {},
                     **(NET if net is None else net))
     doc = api.fit([str(folder)], run, config=cfg)
-    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device=DEVICE)]
+    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device=DEVICE, tta=TTA)]
     return doc, outs
 
 
@@ -308,7 +311,7 @@ def agreement(fmd: Path, run: Path) -> dict:
 
 
 def main() -> None:
-    global DATA, DEVICE
+    global DATA, DEVICE, TTA
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 5.0, 30.0])
@@ -317,6 +320,8 @@ def main() -> None:
     ap.add_argument("--skip-fmd", action="store_true")
     ap.add_argument("--skip-set12", action="store_true", help="only the FMD table")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--no-tta", action="store_true",
+                    help="one pass per reconstruction, the oracle's too (default: each averaged over eight symmetries)")
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (natural/Set12, fluorescence/fmd)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
     ap.add_argument("--correlated", action="store_true", help="only the correlated-noise comparison (see above)")
@@ -330,7 +335,7 @@ def main() -> None:
                                                      GAUSSIAN_SURE],
                     metavar="METHOD", help="a whole run (new --json) of just these Set12 methods")
     args = ap.parse_args()
-    DATA, DEVICE = args.data, args.device
+    DATA, DEVICE, TTA = args.data, args.device, not args.no_tta
     if args.correlated:
         with tempfile.TemporaryDirectory() as tmp:
             rows = correlated_table(args.steps, Path(tmp))
@@ -383,7 +388,7 @@ def main() -> None:
                 print(f"\n{k} (per frame, learned / estimate): " + ", ".join(
                     f"{name.removeprefix('Confocal_')} {r['learned']:.2f} / {r['estimate']:.2f}" for name, r in v.items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "network": NET, "noise": {"gain": GAIN, "read": READ,
+    args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "tta": TTA, "network": NET, "noise": {"gain": GAIN, "read": READ,
                                      "offset": OFFSET}, "set12": rows, "fmd_steps": args.fmd_steps, "fmd": fmd},
                                     indent=2) + "\n")
 
@@ -393,8 +398,10 @@ def update_rows(args) -> None:
     learned model) in the rows of the existing JSON, leaving every other figure as it was measured; `--only-fmd`: the
     same for the named FMD entries."""
     doc = json.loads(args.json.read_text())
-    if doc["device"] != DEVICE or doc["steps"] != args.steps or (args.only_fmd and doc["fmd_steps"] != args.fmd_steps):
-        raise SystemExit(f"{args.json} was measured with device {doc['device']}, {doc['steps']} steps: rerun it whole")
+    if (doc["device"] != DEVICE or doc["steps"] != args.steps or doc.get("tta", False) != TTA
+            or (args.only_fmd and doc["fmd_steps"] != args.fmd_steps)):
+        raise SystemExit(f"{args.json} was measured with device {doc['device']}, {doc['steps']} steps, "
+                         f"tta {doc.get('tta', False)}: rerun it whole")
     with tempfile.TemporaryDirectory() as tmp:
         fresh = set12_table(args.photons, args.steps, Path(tmp), only=args.only) if args.only else []
         fmd = fmd_table(args.only_fmd, args.fmd_steps, Path(tmp)) if args.only_fmd else {}

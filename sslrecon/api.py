@@ -421,10 +421,11 @@ def _outputs(paths: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
 
 
 def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, tile_size: int | None = None,
-                dtype: str = "auto", noise: str | None = None, test_samples: int | None = None,
+                dtype: str = "auto", noise: str | None = None, test_samples: int | None = None, tta: bool = True,
                 device: str = "auto", glob: str | None = None, overwrite: bool = False,
                 stdin: Iterable[str] | None = None) -> Iterator[dict]:
     """Reconstruct every input into `outdir` (same names and formats), streaming one file at a time.
+    `tta`: average over the rotations and flips the noise allows (`engine.tta`), about eight times the passes.
 
     All inputs are opened and checked and all output names are checked before anything is written.
     Yields one summary per file: path, output, shape, seconds.
@@ -437,7 +438,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     shapes = _check_all(paths)
     _check_noise_frames(given, paths, shapes)
     noise_for = _recorded_noise(state, given, paths, shapes)
-    rec = _reconstructor(state, device, tile_size, test_samples)
+    rec = _reconstructor(state, device, tile_size, test_samples, tta)
     seed = int(state["config"].get("seed", 0))
     label = f"{state['loss']} denoised"
     for path, dest in zip(paths, dests):
@@ -457,17 +458,18 @@ def _check_noise_frames(given, paths: list[Path], shapes: list[tuple[int, tuple[
         _check_frame_count(given, n, p)
 
 
-def _reconstructor(state, device, tile_size, test_samples) -> Reconstructor:
+def _reconstructor(state, device, tile_size, test_samples, tta: bool) -> Reconstructor:
     if test_samples is not None and test_samples < 1:
         raise ConfigError(f"--test-samples must be at least 1, not {test_samples}",
                           fix="give the number of passes to average, or leave it out to use the run's own")
     opts = {"test_samples": test_samples} if test_samples and "test_samples" in state["loss_options"] else None
-    return Reconstructor.from_checkpoint(state, resolve_device(device), tile_size=tile_size, loss_options=opts)
+    return Reconstructor.from_checkpoint(state, resolve_device(device), tile_size=tile_size, loss_options=opts, tta=tta)
 
 
 def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | None = None,
              data_range: float | None = None, noise: str | None = None, tile_size: int | None = None,
-             device: str = "auto", glob: str | None = None, stdin: Iterable[str] | None = None) -> dict:
+             tta: bool = True, device: str = "auto", glob: str | None = None,
+             stdin: Iterable[str] | None = None) -> dict:
     """Estimate the reconstruction quality on held-out measurements without ground truth.
 
     Per file: `estimated_mse` (the loss's self-supervised risk estimate of the test-time
@@ -475,7 +477,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     not positive: the noise model overstates the noise); with `reference` (a folder of files with
     the same names), also the true `psnr` and `ssim`. Top-level keys hold the means over files.
     PSNR's data range: the dtype's full range for integer data, max - min of the reference (or, for
-    `estimated_psnr`, of the measurement) for float data; `data_range` overrides both.
+    `estimated_psnr`, of the measurement) for float data; `data_range` overrides both. `tta` as `reconstruct`'s: the
+    estimate is of the reconstruction `reconstruct` makes with the same setting.
     """
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
@@ -491,7 +494,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             if shape != ref_shape:
                 raise InputError(f"reference shape {ref_shape} differs from the measurement's {shape} ({p})",
                                  path=ref, fix="pass references of the same size as the measurements")
-    rec = _reconstructor(state, device, tile_size, None)
+    rec = _reconstructor(state, device, tile_size, None, tta)
     seed = int(state["config"].get("seed", 0))
     files = []
     for path, ref_path in zip(paths, refs):
@@ -503,7 +506,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             kernel = _risk_kernel(img, nm, reports.get(Path(img.path).resolve())) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
-    return {"run": str(run), "noise_spec": noise or "recorded", **{k: _mean_or_none([f[k] for f in files]) for k in keys},
+    return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta, **{k: _mean_or_none([f[k] for f in files]) for k in keys},
             "files": files}
 
 

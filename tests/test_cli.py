@@ -92,6 +92,25 @@ def test_validate_json(trained, tiny_data, capsys):
     assert code == 0 and "estimated_psnr" in out and "ssim" not in out
 
 
+def test_no_tta_is_the_single_pass_and_validate_scores_what_reconstruct_makes(trained, tiny_data, tmp_path, capsys):
+    run_dir, _ = trained
+    data, ref = tiny_data
+    outs = {}
+    for flag in ("--tta", "--no-tta"):
+        code, _, err = run(["reconstruct", run_dir, data / "cells.tif", "-o", tmp_path / flag, "--device", "cpu", flag],
+                           capsys)
+        assert code == 0, err
+        outs[flag] = tifffile.imread(tmp_path / flag / "cells.tif")
+        code, out, err = run(["validate", run_dir, data / "cells.tif", "--reference", ref, "--json", "--device", "cpu",
+                              flag], capsys)
+        doc = json.loads(out)
+        assert code == 0 and doc["tta"] == (flag == "--tta"), err
+        clean = tifffile.imread(ref / "cells.tif").astype(np.float64)  # uint16: PSNR's range is 65535
+        true_mse = float(np.mean((outs[flag] - clean) ** 2))
+        assert abs(doc["files"][0]["psnr"] - 10 * np.log10(65535.0**2 / true_mse)) < 1e-3  # the same reconstruction
+    assert np.abs(outs["--tta"] - outs["--no-tta"]).max() > 0
+
+
 def test_resume_continues_and_finetune_starts_from_weights(trained, tiny_data, tmp_path, capsys):
     run_dir, _ = trained
     data, _ = tiny_data

@@ -319,8 +319,9 @@ class GR2RPoisson(Loss):
         var = noise.stein_weight(y) / alpha
         return pred / k, err / k - var
 
-    def predict(self, model, y, physics=DENOISING, generator=None):
-        return self.predict_and_risk(model, y, physics, generator)[0]  # the risk map costs a few elementwise ops
+    def predict(self, model, y, physics=DENOISING, generator=None, samples: int | None = None):
+        # the risk map costs a few elementwise ops
+        return self.predict_and_risk(model, y, physics, generator, samples)[0]
 
     def risk(self, model, y, physics=DENOISING, generator=None):
         """The risk estimate alone (training-time validation): it is a single split's, so `SAMPLES_MIN` splits

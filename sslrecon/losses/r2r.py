@@ -44,8 +44,10 @@ class R2RGaussian(Loss):
         value = ((model(y1) - y2) ** 2).mean()
         return LossOutput(value, {})
 
-    def predict(self, model, y, physics=DENOISING, generator=None):
+    def predict(self, model, y, physics=DENOISING, generator=None, samples: int | None = None):
+        """The average over `samples` draws (default `test_samples`)."""
+        k = samples or self.test_samples
         out = torch.zeros_like(y)
-        for _ in range(self.test_samples):
+        for _ in range(k):
             out += model(y + self.alpha * self._z(y, physics, generator))
-        return out / self.test_samples
+        return out / k
