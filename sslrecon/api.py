@@ -425,10 +425,10 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
                 device: str = "auto", glob: str | None = None, overwrite: bool = False,
                 stdin: Iterable[str] | None = None) -> Iterator[dict]:
     """Reconstruct every input into `outdir` (same names and formats), streaming one file at a time.
-    `tta`: average over the rotations and flips the noise allows (`engine.tta`), about eight times the passes.
 
     All inputs are opened and checked and all output names are checked before anything is written.
-    Yields one summary per file: path, output, shape, seconds.
+    Yields one summary per file: path, output, shape, seconds. `tta`: average each tile's reconstruction over the
+    rotations and flips the noise allows (`engine.tta`), at about eight times the passes.
     """
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
@@ -506,8 +506,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             kernel = _risk_kernel(img, nm, reports.get(Path(img.path).resolve())) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
-    return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta, **{k: _mean_or_none([f[k] for f in files]) for k in keys},
-            "files": files}
+    return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta,
+            **{k: _mean_or_none([f[k] for f in files]) for k in keys}, "files": files}
 
 
 def _mean_or_none(values: list) -> float | None:
