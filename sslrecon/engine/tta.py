@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 
 #: A symmetry: rotate by `k` quarter turns (`torch.rot90` over the last two axes), then mirror left-right if `flip`.
@@ -41,23 +40,13 @@ def inverse(t: torch.Tensor, s: Symmetry) -> torch.Tensor:
     return torch.rot90(t, -k, (-2, -1)) if k else t
 
 
-def _covariance(kernel: np.ndarray) -> np.ndarray:
-    """The autocorrelation of a k x k kernel: the (2k-1) x (2k-1) covariance of the noise it correlates."""
-    k = kernel.shape[-1]
-    pad = np.zeros((2 * k - 1, 2 * k - 1))
-    pad[:k, :k] = kernel
-    f = np.fft.fft2(pad)
-    return np.real(np.fft.fftshift(np.fft.ifft2(f * np.conj(f))))
-
-
 def symmetries(noise) -> tuple[Symmetry, ...]:
     """The symmetries under which `noise` (a noise model, or None) looks the same: all eight for white noise; for
     correlated noise (`white` False, with a `kernel`) those that keep its covariance within `TOLERANCE`."""
     if noise is None or getattr(noise, "white", True):
         return DIHEDRAL
-    kernels = torch.as_tensor(noise.kernel, dtype=torch.float64).cpu().numpy()
-    kernels = kernels.reshape(-1, kernels.shape[-2], kernels.shape[-1])
-    covs = [torch.from_numpy(_covariance(k)) for k in kernels]
+    size = 2 * noise.side - 1
+    covs = torch.from_numpy(noise.correlation(size)).reshape(-1, size, size)  # the level does not matter, the shape does
     return tuple(s for s in DIHEDRAL
                  if all(float((transform(c, s) - c).norm()) <= TOLERANCE * float(c.norm()) for c in covs))
 

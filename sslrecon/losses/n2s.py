@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..noise.models import Correlated
 from ..physics import DENOISING
 from .base import Loss, LossOutput, is_count
 
@@ -44,9 +43,7 @@ def correlation_radius(noise, below: float = CORRELATION_BELOW) -> int:
     if noise is None or noise.white:
         return 0
     side = noise.side
-    unit = Correlated(sigma=torch.ones(1, 1, 1, 1) if isinstance(noise.kernel, torch.Tensor) else 1.0,
-                      kernel=noise.kernel)
-    corr = np.abs(np.asarray(unit.covariance(2 * side - 1))).reshape(-1, 2 * side - 1, 2 * side - 1).max(0)
+    corr = np.abs(noise.correlation(2 * side - 1)).reshape(-1, 2 * side - 1, 2 * side - 1).max(0)
     lags = np.argwhere(corr >= below * corr[side - 1, side - 1]) - (side - 1)
     return int(np.abs(lags).max()) if len(lags) else 0
 

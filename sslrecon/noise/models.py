@@ -299,21 +299,28 @@ class Correlated(NoiseModel):
             return self.variance(y)
         return (self.gain * (y - self.offset) + self.sigma**2).clamp_min(0)
 
-    def covariance(self, size: int) -> np.ndarray:
-        """Autocovariance `sigma^2 (k ⋆ k)` on a `size` x `size` grid of lags (odd side, zero lag at the centre
-        `c`): entry `[c + dy, c + dx]` is `E[n(i, j) n(i + dy, j + dx)]`. (B, size, size) for a stacked model."""
+    def correlation(self, size: int) -> np.ndarray:
+        """The correlation `k ⋆ k` between pixels on a `size` x `size` grid of lags (odd side, zero lag at the centre
+        `c`, where it is 1): entry `[c + dy, c + dx]` correlates `n(i, j)` with `n(i + dy, j + dx)`; defined for a
+        signal-dependent model too, whose level varies but whose correlation does not. (B, size, size) when stacked."""
         if size < 1 or size % 2 == 0:
-            raise ValueError(f"covariance size must be odd and positive, not {size}")
-        if self.signal_dependent:
-            raise ValueError("a signal-dependent correlated model has no stationary covariance")
+            raise ValueError(f"the grid of lags must be odd and positive, not {size}")
         stacked = isinstance(self.kernel, torch.Tensor)
-        k = self.kernel.detach().cpu().double().numpy()[:, 0] if stacked else np.asarray(self.kernel)
-        var = torch.as_tensor(self.sigma, dtype=torch.float64).cpu().numpy().reshape(-1, 1, 1) ** 2
+        k = self.kernel.detach().cpu().double().numpy()[:, 0] if stacked else np.asarray(self.kernel)[None]
         n = max(2 * self.side - 1, size)  # odd, and long enough that the circular autocorrelation is the linear one
         acf = np.fft.fftshift(np.fft.ifft2(np.abs(np.fft.fft2(k, s=(n, n))) ** 2).real, axes=(-2, -1))
         c, h = n // 2, size // 2
-        cov = var * acf[..., c - h:c + h + 1, c - h:c + h + 1]
-        return cov if stacked else cov[0]
+        acf = acf[..., c - h:c + h + 1, c - h:c + h + 1]
+        return acf if stacked else acf[0]
+
+    def covariance(self, size: int) -> np.ndarray:
+        """Autocovariance `sigma^2 (k ⋆ k)` on a `size` x `size` grid of lags (`correlation`'s): entry
+        `[c + dy, c + dx]` is `E[n(i, j) n(i + dy, j + dx)]`. (B, size, size) for a stacked model."""
+        if self.signal_dependent:
+            raise ValueError("a signal-dependent correlated model has no stationary covariance")
+        var = torch.as_tensor(self.sigma, dtype=torch.float64).cpu().numpy().reshape(-1, 1, 1) ** 2
+        cov = var * self.correlation(size).reshape(-1, size, size)
+        return cov if isinstance(self.kernel, torch.Tensor) else cov[0]
 
     def rescaled(self, shift, scale):
         return replace(self, sigma=self.sigma / scale, gain=self.gain / scale, offset=(self.offset - shift) / scale)
