@@ -340,9 +340,26 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
                     batch_size=cfg.batch_size, lr=cfg.lr, val_every=cfg.val_every, seed=cfg.seed, run_dir=out,
                     device=device, make_state=make_state, resume=resume, progress=progress,
                     to_data_units=norm.scale**2, report=report)
-    final = make_state()
+    blend = _record_blend(out, val_batch or (y0, src0), physics_for, device, cfg.seed, held_out=val_batch is not None)
+    final = {**make_state(), "blend": blend}
     (out / "config.json").write_text(json.dumps(final, indent=2) + "\n")
     return {"run": str(out), "device": str(device), **final, **summary}
+
+
+def _record_blend(out: Path, batch: tuple[torch.Tensor, list], physics_for, device: torch.device, seed: int,
+                  held_out: bool) -> dict:
+    """Find the weight of the run's reconstruction against the measurement (`Reconstructor.blend_weight`), with and
+    without the symmetry average, on `batch` (the held-out patches, else the fixed training batch), and record it in
+    `model.pt`, the checkpoint `reconstruct` and `validate` load."""
+    state = checkpoint.load(out / "model.pt")
+    y, sources = batch
+    physics = physics_for(sources)
+    blend = {key: round(Reconstructor.from_checkpoint(state, device, tta=tta, blend=False)
+                        .blend_weight(y.to(device), physics, seed), 4)
+             for key, tta in (("tta", True), ("single", False))}
+    blend.update(patches=len(y), held_out=held_out)
+    checkpoint.save({**state, "blend": blend}, out / "model.pt")
+    return blend
 
 
 def batch_noise(per_file: list[NoiseModel | PerFrame], sources: list[tuple[int, int]],
@@ -422,13 +439,15 @@ def _outputs(paths: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
 
 def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, tile_size: int | None = None,
                 dtype: str = "auto", noise: str | None = None, test_samples: int | None = None, tta: bool = True,
-                device: str = "auto", glob: str | None = None, overwrite: bool = False,
+                blend: bool = True, device: str = "auto", glob: str | None = None, overwrite: bool = False,
                 stdin: Iterable[str] | None = None) -> Iterator[dict]:
     """Reconstruct every input into `outdir` (same names and formats), streaming one file at a time.
 
     All inputs are opened and checked and all output names are checked before anything is written.
     Yields one summary per file: path, output, shape, seconds. `tta`: average each tile's reconstruction over the
-    rotations and flips the noise allows (`engine.tta`), at about eight times the passes.
+    rotations and flips the noise allows (`engine.tta`), at about eight times the passes. `blend`: move the
+    reconstruction towards the measurement by the weight `fit` recorded (`Reconstructor.blend`); False for the rule's
+    reconstruction alone.
     """
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
@@ -438,7 +457,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     shapes = _check_all(paths)
     _check_noise_frames(given, paths, shapes)
     noise_for = _recorded_noise(state, given, paths, shapes)
-    rec = _reconstructor(state, device, tile_size, test_samples, tta)
+    rec = _reconstructor(state, device, tile_size, test_samples, tta, blend)
     seed = int(state["config"].get("seed", 0))
     label = f"{state['loss']} denoised"
     for path, dest in zip(paths, dests):
@@ -458,17 +477,18 @@ def _check_noise_frames(given, paths: list[Path], shapes: list[tuple[int, tuple[
         _check_frame_count(given, n, p)
 
 
-def _reconstructor(state, device, tile_size, test_samples, tta: bool) -> Reconstructor:
+def _reconstructor(state, device, tile_size, test_samples, tta: bool, blend: bool) -> Reconstructor:
     if test_samples is not None and test_samples < 1:
         raise ConfigError(f"--test-samples must be at least 1, not {test_samples}",
                           fix="give the number of passes to average, or leave it out to use the run's own")
     opts = {"test_samples": test_samples} if test_samples and "test_samples" in state["loss_options"] else None
-    return Reconstructor.from_checkpoint(state, resolve_device(device), tile_size=tile_size, loss_options=opts, tta=tta)
+    return Reconstructor.from_checkpoint(state, resolve_device(device), tile_size=tile_size, loss_options=opts, tta=tta,
+                                         blend=blend)
 
 
 def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | None = None,
              data_range: float | None = None, noise: str | None = None, tile_size: int | None = None,
-             tta: bool = True, device: str = "auto", glob: str | None = None,
+             tta: bool = True, blend: bool = True, device: str = "auto", glob: str | None = None,
              stdin: Iterable[str] | None = None) -> dict:
     """Estimate the reconstruction quality on held-out measurements without ground truth.
 
@@ -477,8 +497,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     not positive: the noise model overstates the noise); with `reference` (a folder of files with
     the same names), also the true `psnr` and `ssim`. Top-level keys hold the means over files.
     PSNR's data range: the dtype's full range for integer data, max - min of the reference (or, for
-    `estimated_psnr`, of the measurement) for float data; `data_range` overrides both. `tta` as `reconstruct`'s: the
-    estimate is of the reconstruction `reconstruct` makes with the same setting.
+    `estimated_psnr`, of the measurement) for float data; `data_range` overrides both. `tta` and `blend` as
+    `reconstruct`'s: the estimate is of the reconstruction `reconstruct` makes with the same settings.
     """
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
@@ -494,7 +514,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             if shape != ref_shape:
                 raise InputError(f"reference shape {ref_shape} differs from the measurement's {shape} ({p})",
                                  path=ref, fix="pass references of the same size as the measurements")
-    rec = _reconstructor(state, device, tile_size, None, tta)
+    rec = _reconstructor(state, device, tile_size, None, tta, blend)
     seed = int(state["config"].get("seed", 0))
     files = []
     for path, ref_path in zip(paths, refs):
@@ -506,7 +526,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             kernel = _risk_kernel(img, nm, reports.get(Path(img.path).resolve())) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
     keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
-    return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta,
+    return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta, "blend": rec.alpha,
             **{k: _mean_or_none([f[k] for f in files]) for k in keys}, "files": files}
 
 

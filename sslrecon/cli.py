@@ -30,6 +30,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw
 NoiseOpt = Annotated[str, typer.Option("--noise", help="Noise model in data units: gaussian:sigma=V, gaussian:sigma_per_frame=FILE (one sigma per frame of a stack), poisson:gain=V[,offset=V], pg:gain=V,sigma=V[,offset=V], gamma:looks=V[,offset=V], corr:sigma=V,size=N|kernel=FILE|psd=FILE[,gain=V,offset=V] (correlated; with gain, a level that follows the signal), or auto[:offset=V] (estimated per file).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 TileOpt = Annotated[Optional[int], typer.Option("--tile-size", help="Tile side for inference (default: chosen from available memory).")]
+BlendOpt = Annotated[bool, typer.Option("--blend/--no-blend", help="Move the reconstruction towards the measurement by the weight fit recorded (the one that minimised the estimated risk on held-out patches; 1 where the network beat the input outright); --no-blend for the network's reconstruction alone.")]
 TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average the reconstruction over the 90-degree rotations and flips that the noise allows (all eight for white noise): better results at about eight times the passes; --no-tta for one.")]
 LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}, or auto (chosen for the noise model and, for Poisson-Gaussian noise, the mean photon count).")]
 
@@ -75,7 +76,8 @@ def reconstruct(run: RunArg, inputs: Inputs,
                 dtype: Annotated[str, typer.Option(help=f"Output dtype: {', '.join(OUTPUT_DTYPES)} (auto: integer inputs become float32, float stays).")] = "auto",
                 noise: Annotated[Optional[str], typer.Option("--noise", help="Override the noise model the run recorded (same forms as fit; auto re-estimates it per file).")] = None,
                 test_samples: Annotated[Optional[int], typer.Option(help="Passes averaged by test-time rules that draw noise (r2r, gr2r-poisson); default: the number the run recorded (gr2r-poisson's test_samples=auto: 5-64, more where the noise is mostly read noise). With --tta they are shared out among the rotations and flips.")] = None,
-                tta: TtaOpt = True, device: DeviceOpt = "auto", glob: GlobOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
+                tta: TtaOpt = True, blend: BlendOpt = True, device: DeviceOpt = "auto", glob: GlobOpt = None,
+                overwrite: OverwriteOpt = False, json_out: JsonOpt = False):
     """Apply a trained run to images, one file at a time (tiled), keeping format and metadata.
 
     Example: sslrecon reconstruct runs/m1 ./micrographs -o ./denoised
@@ -84,7 +86,8 @@ def reconstruct(run: RunArg, inputs: Inputs,
         raise typer.BadParameter(f"choose one of {', '.join(OUTPUT_DTYPES)}", param_hint="--dtype")
     files = []
     for item in api.reconstruct(run, inputs, outdir, tile_size=tile_size, dtype=dtype, noise=noise,
-                                test_samples=test_samples, tta=tta, device=device, glob=glob, overwrite=overwrite,
+                                test_samples=test_samples, tta=tta, blend=blend, device=device, glob=glob,
+                                overwrite=overwrite,
                                 stdin=sys.stdin if "-" in inputs else None):
         files.append(item)
         if not json_out:
@@ -98,14 +101,14 @@ def validate(run: RunArg, inputs: Inputs,
              reference: Annotated[Optional[Path], typer.Option(help="Folder of clean references with the same file names.")] = None,
              data_range: Annotated[Optional[float], typer.Option(help="PSNR data range (default: dtype range for integers, max-min for floats).")] = None,
              noise: Annotated[Optional[str], typer.Option("--noise", help="Override the noise model the run recorded (auto re-estimates it per file).")] = None,
-             tile_size: TileOpt = None, tta: TtaOpt = True, device: DeviceOpt = "auto", glob: GlobOpt = None,
-             json_out: JsonOpt = False):
+             tile_size: TileOpt = None, tta: TtaOpt = True, blend: BlendOpt = True, device: DeviceOpt = "auto",
+             glob: GlobOpt = None, json_out: JsonOpt = False):
     """Estimate reconstruction quality on held-out measurements without ground truth.
 
     Example: sslrecon validate runs/m1 ./held_out --json
     """
     doc = api.validate(run, inputs, reference=reference, data_range=data_range, noise=noise, tile_size=tile_size,
-                       tta=tta, device=device, glob=glob, stdin=sys.stdin if "-" in inputs else None)
+                       tta=tta, blend=blend, device=device, glob=glob, stdin=sys.stdin if "-" in inputs else None)
     def est(v):
         return f"{v:.2f}" if v is not None else "n/a"
 
