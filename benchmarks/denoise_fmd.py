@@ -3,10 +3,10 @@ the peers' figures measured on the same data (../shared/benchmarks/ANCHORS.md).
 
 Trained on the 5 noisy frames only, batch 8 of 64x64 patches, `--noise auto`, default U-Net.
 
-    python benchmarks/denoise_fmd.py [--steps 300] [--losses sure r2r n2s] [--no-tta]
+    python benchmarks/denoise_fmd.py [--steps 300] [--losses sure r2r n2s] [--no-tta] [--no-blend]
 
-Reconstructions use `reconstruct`'s default averaging over the eight symmetries unless `--no-tta` (the peers' figures
-are single passes).
+Reconstructions use `reconstruct`'s defaults, the averaging over the eight symmetries and the blend with the
+measurement, unless `--no-tta` / `--no-blend` (the peers' figures are single passes, not blended).
 """
 from __future__ import annotations
 
@@ -33,26 +33,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--losses", nargs="+", default=["sure", "r2r", "n2s"])
     ap.add_argument("--no-tta", action="store_true", help="reconstruct in one pass (default: reconstruct's averaging)")
+    ap.add_argument("--no-blend", action="store_true", help="the network's reconstruction, not blended with the input")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_fmd.json"))
     args = ap.parse_args()
     noisy = sorted((FMD / "noisy_raw").glob("*.tif"))
     clean = {p.name: tifffile.imread(FMD / "clean_avg50" / p.name).astype(np.float64) for p in noisy}
     results = {"noisy input": float(np.mean([psnr(clean[p.name], tifffile.imread(p), 255) for p in noisy]))}
-    seconds = {}
+    seconds, blends = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for loss in args.losses:
             t0 = time.perf_counter()
             run = Path(tmp) / loss
-            api.fit([str(FMD / "noisy_raw")], run, config=RunConfig(loss=loss, steps=args.steps, device="cpu"))
+            doc = api.fit([str(FMD / "noisy_raw")], run, config=RunConfig(loss=loss, steps=args.steps, device="cpu"))
+            blends[loss] = doc["blend"]["single" if args.no_tta else "tta"] if not args.no_blend else 1.0
             outs = [Path(o["output"]) for o in api.reconstruct(run, [str(FMD / "noisy_raw")], Path(tmp) / f"out_{loss}",
-                                                                 device="cpu", tta=not args.no_tta)]
+                                                                 device="cpu", tta=not args.no_tta,
+                                                                 blend=not args.no_blend)]
             results[f"sslrecon {loss}"] = float(np.mean([psnr(clean[o.name], tifffile.imread(o), 255) for o in outs]))
             seconds[loss] = round(time.perf_counter() - t0, 1)
     print(f"| method ({args.steps} steps) | PSNR (dB) |\n|---|---|")
     for name, value in {**results, **{f"peer: {k}": v for k, v in ANCHORS_300.items() if k != "noisy input"}}.items():
-        print(f"| {name} | {value:.2f} |")
+        blend = blends.get(name.removeprefix("sslrecon "))
+        print(f"| {name} | {value:.2f} |" + ("" if blend is None else f" (blend {blend:.3f})"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"steps": args.steps, "tta": not args.no_tta, "psnr": results, "seconds": seconds,
+    args.json.write_text(json.dumps({"steps": args.steps, "tta": not args.no_tta, "blend": not args.no_blend,
+                                     "psnr": results, "blend_weights": blends, "seconds": seconds,
                                      "anchors_300_steps": ANCHORS_300}, indent=2) + "\n")
 
 

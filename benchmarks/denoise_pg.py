@@ -68,6 +68,7 @@ DEVICE = "cpu"
 GAIN, READ, OFFSET = 2.0, 3.0, 100.0
 NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8}
 TTA = True  # every method's reconstruction (the oracle's too) averaged over the eight symmetries; --no-tta: one pass
+BLEND = True  # every reconstruction blended with its measurement: the runs' own weights, the oracle's best (--no-blend)
 
 
 def set12_clean(folder: str = "Set12") -> list[np.ndarray]:
@@ -124,11 +125,20 @@ def oracle(noisy: list[np.ndarray], clean: list[np.ndarray], steps: int, seed: i
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     model.eval()
-    if apply_to is not None:
-        ys = [torch.tensor(norm(n), dtype=torch.float32, device=DEVICE) for n in apply_to]
     group = DIHEDRAL if TTA else (IDENTITY,)
+
+    def rule(y):
+        return averaged(model, y[None, None], group)[0, 0]
+
+    alpha = 1.0
     with torch.no_grad():
-        return [norm.denormalize(averaged(model, y[None, None], group)[0, 0].float().cpu().numpy()) for y in ys]
+        if BLEND:  # its best weight against the measurement, from its (clean) training pairs, at most twelve
+            pairs = [(y, x, rule(y) - y) for y, x in zip(ys[:12], xs[:12])]
+            step = sum(float((d * d).sum()) for _, _, d in pairs)
+            alpha = min(1.0, max(0.0, sum(float(((x - y) * d).sum()) for y, x, d in pairs) / step)) if step else 1.0
+        if apply_to is not None:
+            ys = [torch.tensor(norm(n), dtype=torch.float32, device=DEVICE) for n in apply_to]
+        return [norm.denormalize((y + alpha * (rule(y) - y)).float().cpu().numpy()) for y in ys]
 
 
 def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, options: dict | None = None,
@@ -136,7 +146,8 @@ def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, 
     cfg = RunConfig(loss=loss, noise=noise, steps=steps, device=DEVICE, loss_options=options or {},
                     **(NET if net is None else net))
     doc = api.fit([str(folder)], run, config=cfg)
-    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device=DEVICE, tta=TTA)]
+    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device=DEVICE, tta=TTA,
+                                                       blend=BLEND)]
     return doc, outs
 
 
@@ -155,6 +166,11 @@ SET12_METHODS = (  # (name, loss, --noise, loss options)
 
 ORACLE, GAUSSIAN_SURE = "oracle (supervised)", "gaussian sure (best single sigma)"
 HELD_OUT_ORACLE = "supervised on BSD68 (held out)"
+
+
+def blend_weight(doc: dict) -> float:
+    """The weight against the measurement that `reconstruct` applied for the run `doc` (1 without the blend)."""
+    return doc["blend"]["tta" if TTA else "single"] if BLEND else 1.0
 
 
 def write_folder(folder: Path, images: list[np.ndarray]) -> Path:
@@ -193,6 +209,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
                 continue
             doc, outs = self_supervised(folder, tmp / f"{name.replace(' ', '_')}_{photons:g}", loss, noise, steps, opts)
             row[name] = mean_psnr(clean, outs, rng_)
+            row[f"{name} blend"] = blend_weight(doc)
             if loss == "pg-unsure":
                 row["pg-unsure learned"] = doc["noise_learned"]
             if loss == "gr2r-poisson":
@@ -288,6 +305,7 @@ def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
         doc, outs = self_supervised(fmd / "noisy_raw", tmp / f"fmd_{i}_{loss}", loss, "auto", steps, options, net={})
         scores = {o.stem: float(psnr(clean[o.name], tifffile.imread(o), 255)) for o in outs}
         out[entry], out[f"{entry} per frame"] = float(np.mean(list(scores.values()))), scores
+        out[f"{entry} blend"] = blend_weight(doc)
         if "noise_learned" in doc:
             out[f"{entry} learned"] = doc["noise_learned"]
             out[f"{entry} variance / reference"] = agreement(fmd, tmp / f"fmd_{i}_{loss}")
@@ -311,7 +329,7 @@ def agreement(fmd: Path, run: Path) -> dict:
 
 
 def main() -> None:
-    global DATA, DEVICE, TTA
+    global DATA, DEVICE, TTA, BLEND
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 5.0, 30.0])
@@ -322,6 +340,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--no-tta", action="store_true",
                     help="one pass per reconstruction, the oracle's too (default: each averaged over eight symmetries)")
+    ap.add_argument("--no-blend", action="store_true",
+                    help="the networks' reconstructions alone (default: blended with the measurement, the oracle by "
+                         "its best weight on its training pairs)")
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (natural/Set12, fluorescence/fmd)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
     ap.add_argument("--correlated", action="store_true", help="only the correlated-noise comparison (see above)")
@@ -335,7 +356,7 @@ def main() -> None:
                                                      GAUSSIAN_SURE],
                     metavar="METHOD", help="a whole run (new --json) of just these Set12 methods")
     args = ap.parse_args()
-    DATA, DEVICE, TTA = args.data, args.device, not args.no_tta
+    DATA, DEVICE, TTA, BLEND = args.data, args.device, not args.no_tta, not args.no_blend
     if args.correlated:
         with tempfile.TemporaryDirectory() as tmp:
             rows = correlated_table(args.steps, Path(tmp))
@@ -368,7 +389,7 @@ def main() -> None:
         fmd = None if args.skip_fmd else fmd_table(args.fmd_losses, args.fmd_steps, Path(tmp))
     if rows:
         methods = [k for k in rows[0]
-                   if not k.endswith(("model", "learned", "sigma", "alpha")) and k not in ("photons", "seconds")]
+                   if not k.endswith(("model", "learned", "sigma", "alpha", "blend")) and k not in ("photons", "seconds")]
         print(f"\nSet12, Poisson-Gaussian (gain {GAIN:g}, read noise {READ:g}, offset {OFFSET:g}), {args.steps} steps, "
               "PSNR (dB)")
         print("| method | " + " | ".join(f"{r['photons']:g} photons" for r in rows) + " |")
@@ -379,8 +400,8 @@ def main() -> None:
         print(f"\nFMD, 5 real frames, --noise auto, {args.fmd_steps} steps, PSNR vs clean_avg50 (dB)")
         print("| method | PSNR |\n|---|---|")
         for k, v in fmd.items():
-            if not isinstance(v, dict):
-                print(f"| {k} | {v:.2f} |")
+            if not isinstance(v, dict) and not k.endswith("blend"):
+                print(f"| {k} | {v:.2f} |" + (f" (blend {fmd[k + ' blend']:.3f})" if k + " blend" in fmd else ""))
         for k, v in fmd.items():
             if k.endswith("per frame"):
                 print(f"{k}: " + ", ".join(f"{name.removeprefix('Confocal_')} {d:.2f}" for name, d in v.items()))
@@ -388,7 +409,7 @@ def main() -> None:
                 print(f"\n{k} (per frame, learned / estimate): " + ", ".join(
                     f"{name.removeprefix('Confocal_')} {r['learned']:.2f} / {r['estimate']:.2f}" for name, r in v.items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "tta": TTA, "network": NET, "noise": {"gain": GAIN, "read": READ,
+    args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "tta": TTA, "blend": BLEND, "network": NET, "noise": {"gain": GAIN, "read": READ,
                                      "offset": OFFSET}, "set12": rows, "fmd_steps": args.fmd_steps, "fmd": fmd},
                                     indent=2) + "\n")
 
@@ -399,9 +420,9 @@ def update_rows(args) -> None:
     same for the named FMD entries."""
     doc = json.loads(args.json.read_text())
     if (doc["device"] != DEVICE or doc["steps"] != args.steps or doc.get("tta", False) != TTA
-            or (args.only_fmd and doc["fmd_steps"] != args.fmd_steps)):
+            or doc.get("blend", False) != BLEND or (args.only_fmd and doc["fmd_steps"] != args.fmd_steps)):
         raise SystemExit(f"{args.json} was measured with device {doc['device']}, {doc['steps']} steps, "
-                         f"tta {doc.get('tta', False)}: rerun it whole")
+                         f"tta {doc.get('tta', False)}, blend {doc.get('blend', False)}: rerun it whole")
     with tempfile.TemporaryDirectory() as tmp:
         fresh = set12_table(args.photons, args.steps, Path(tmp), only=args.only) if args.only else []
         fmd = fmd_table(args.only_fmd, args.fmd_steps, Path(tmp)) if args.only_fmd else {}

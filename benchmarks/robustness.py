@@ -8,9 +8,10 @@ the clean counts (the clean set's range), beside the noisy input's, and the mode
 below the noisy input is a failure a user would meet; a refusal is printed with its reason.
 
     python benchmarks/robustness.py [--steps 200] [--scenarios tiny-units emccd ...] [--losses sure n2s ...]
-        [--no-tta] [--json benchmarks/results/robustness.json]
+        [--no-tta] [--no-blend] [--json benchmarks/results/robustness.json]
 
-`reconstruct` averages over the eight symmetries (its default) unless `--no-tta`.
+`reconstruct` averages over the eight symmetries and blends with the measurement by the run's weight (its defaults)
+unless `--no-tta` / `--no-blend`; each row records the weight.
 
 The high signal-to-noise scenarios (`HIGH_SNR`: 300 and 3000 photons per pixel) run only when named, drawn from the
 same seed on their own: `--scenarios bright-300 bright-3000 --json benchmarks/results/robustness_bright.json`.
@@ -60,7 +61,7 @@ def crops() -> list[np.ndarray]:
 
 
 def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[str], tmp: Path,
-            tta: bool = True) -> dict:
+            tta: bool = True, blend: bool = True) -> dict:
     photons, gain, read, offset, dtype = ALL_SCENARIOS[name]
     mean01 = np.mean([c.mean() for c in clean01])
     lams = [photons * c / mean01 for c in clean01]
@@ -85,14 +86,15 @@ def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[
         try:
             cfg = RunConfig(loss=loss, noise="auto", steps=steps, width=16, patch_size=48, device="cpu")
             doc = api.fit([str(folder)], run, config=cfg)
-            outs = api.reconstruct(run, [str(folder)], run / "out", device="cpu", tta=tta)
+            outs = api.reconstruct(run, [str(folder)], run / "out", device="cpu", tta=tta, blend=blend)
             row[loss] = {"psnr": mean_psnr([tifffile.imread(o["output"]) for o in outs]), "loss": doc["loss"],
-                         "noise": doc.get("noise_learned", doc["noise"])}
+                         "noise": doc.get("noise_learned", doc["noise"]),
+                         "blend": doc["blend"]["tta" if tta else "single"] if blend else 1.0}
         except SslreconError as e:
             row[loss] = {"refused": e.line()}
         row[loss]["seconds"] = round(time.perf_counter() - t0, 1)
         entry = row[loss]
-        shown = f"{entry['psnr']:.2f}" if "psnr" in entry else entry["refused"]
+        shown = f"{entry['psnr']:.2f} (blend {entry['blend']:.3f})" if "psnr" in entry else entry["refused"]
         print(f"{name:15s} {loss:13s} {shown}  (noisy {row['noisy']:.2f})", flush=True)
     return row
 
@@ -103,17 +105,20 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(ALL_SCENARIOS))
     ap.add_argument("--losses", nargs="+", default=LOSSES)
     ap.add_argument("--no-tta", action="store_true", help="reconstruct in one pass (default: reconstruct's averaging)")
+    ap.add_argument("--no-blend", action="store_true", help="the network's reconstruction, not blended with the input")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rng, clean01, rows = np.random.default_rng(5), crops(), {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scenarios:
-            rows[name] = measure(clean01, name, rng, args.steps, args.losses, Path(tmp), not args.no_tta)
+            rows[name] = measure(clean01, name, rng, args.steps, args.losses, Path(tmp), not args.no_tta,
+                                 not args.no_blend)
     failures = [f"{n} {loss}" for n, r in rows.items() for loss in args.losses
                 if "psnr" not in r[loss] or r[loss]["psnr"] <= r["noisy"]]
     print("below the noisy input or refused: " + (", ".join(failures) or "none"))
     if args.json:
-        args.json.write_text(json.dumps({"steps": args.steps, "device": "cpu", "tta": not args.no_tta, "scenarios": rows,
+        args.json.write_text(json.dumps({"steps": args.steps, "device": "cpu", "tta": not args.no_tta,
+                                         "blend": not args.no_blend, "scenarios": rows,
                                          "failures": failures}, indent=2) + "\n")
 
 

@@ -340,25 +340,35 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
                     batch_size=cfg.batch_size, lr=cfg.lr, val_every=cfg.val_every, seed=cfg.seed, run_dir=out,
                     device=device, make_state=make_state, resume=resume, progress=progress,
                     to_data_units=norm.scale**2, report=report)
-    blend = _record_blend(out, val_batch or (y0, src0), physics_for, device, cfg.seed, held_out=val_batch is not None)
-    final = {**make_state(), "blend": blend}
+    final = make_state()
+    final["blend"] = _record_blend(out, images, paths, val_regions, final, device, cfg.seed)
     (out / "config.json").write_text(json.dumps(final, indent=2) + "\n")
     return {"run": str(out), "device": str(device), **final, **summary}
 
 
-def _record_blend(out: Path, batch: tuple[torch.Tensor, list], physics_for, device: torch.device, seed: int,
-                  held_out: bool) -> dict:
+BLEND_FRAMES = 8  # frames the blend's weight is found on, spread over the held-out ones (else over all)
+BLEND_PIXELS = 2**19  # pixels it looks at in all: central crops of the frames, at most 512 x 512 each
+
+
+def _record_blend(out: Path, images: list[ImageFile], paths: list[Path], val_regions: list, state: dict,
+                  device: torch.device, seed: int) -> dict:
     """Find the weight of the run's reconstruction against the measurement (`Reconstructor.blend_weight`), with and
-    without the symmetry average, on `batch` (the held-out patches, else the fixed training batch), and record it in
-    `model.pt`, the checkpoint `reconstruct` and `validate` load."""
-    state = checkpoint.load(out / "model.pt")
-    y, sources = batch
-    physics = physics_for(sources)
-    blend = {key: round(Reconstructor.from_checkpoint(state, device, tta=tta, blend=False)
-                        .blend_weight(y.to(device), physics, seed), 4)
+    without the symmetry average, on whole frames (central crops; tiles as `reconstruct` makes them): the held-out
+    ones where training held out whole frames, else frames it also trained on (a network that has learned their
+    noise can look better there than it is, so the weight errs towards the network's own output). Recorded in
+    `model.pt`, the checkpoint `reconstruct` and `validate` load; `state` is the run's plain data (its noise per
+    file, in data units)."""
+    held = [(r.source, r.frame) for r in val_regions if r.rows == (0, r.image.shape[0])]
+    slots = _spread(held or [(k, i) for k, img in enumerate(images) for i in range(img.n_frames)], BLEND_FRAMES)
+    side = min(512, int(np.sqrt(BLEND_PIXELS / len(slots))))
+    noise = [from_dict(state["noise_per_file"][str(p)]) for p in paths]
+    frames = [(central_crop(images[k].frame(i), side), frame_model(noise[k], i)) for k, i in slots]
+    checkpointed = checkpoint.load(out / "model.pt")
+    blend = {key: round(Reconstructor.from_checkpoint(checkpointed, device, tta=tta, blend=False)
+                        .blend_weight(frames, seed), 4)
              for key, tta in (("tta", True), ("single", False))}
-    blend.update(patches=len(y), held_out=held_out)
-    checkpoint.save({**state, "blend": blend}, out / "model.pt")
+    blend.update(frames=len(frames), pixels=sum(int(np.size(f)) for f, _ in frames), held_out=bool(held))
+    checkpoint.save({**checkpointed, "blend": blend}, out / "model.pt")
     return blend
 
 

@@ -14,7 +14,6 @@ from sslrecon.engine.bundle import Reconstructor, best_blend, blend_risk
 from sslrecon.losses import build_loss, sure_mse
 from sslrecon.models import UNet, UNetConfig
 from sslrecon.noise.models import Gaussian, PoissonGaussian
-from sslrecon.physics import Denoising
 
 from .conftest import TINY, smooth_image
 from .test_cli import run
@@ -77,10 +76,9 @@ def _reconstructor(loss: str, blend: dict | None) -> Reconstructor:
 
 
 def test_a_loss_with_its_own_risk_is_not_blended():
-    y = torch.randn(2, 1, 32, 32) + 5
-    physics = Denoising(PoissonGaussian(gain=1.0, sigma=0.5, offset=0.0))
+    frame = np.random.default_rng(0).poisson(5.0, (32, 32)).astype(np.float32)
     rec = _reconstructor("gr2r-poisson", {"tta": 0.5, "single": 0.5})
-    assert rec.alpha == 1.0 and rec.blend_weight(y, physics) == 1.0
+    assert rec.alpha == 1.0 and rec.blend_weight([(frame, PoissonGaussian(gain=1.0, sigma=0.5, offset=0.0))]) == 1.0
     assert _reconstructor("sure", {"tta": 0.5, "single": 0.25}).alpha == 0.25
     assert _reconstructor("sure", None).alpha == 1.0
 
@@ -93,7 +91,8 @@ def test_fit_records_the_blend_and_reconstruct_and_validate_apply_it(tiny_data, 
     code, out, err = run(["fit", data / "cells.tif", "-o", run_dir, "--loss", "n2s", "--json", *TINY], capsys)
     assert code == 0, err
     blend = json.loads(out)["blend"]
-    assert 0 < blend["tta"] < 1 and 0 < blend["single"] < 1 and blend["held_out"] and blend["patches"] > 0
+    assert 0 < blend["tta"] < 1 and 0 < blend["single"] < 1 and blend["frames"] == 1 and blend["pixels"] == 48 * 48
+    assert not blend["held_out"]  # one frame: a band of it is held out, and the weight is found on the whole frame
     assert json.loads((run_dir / "config.json").read_text())["blend"] == blend
     assert checkpoint.load(run_dir)["blend"] == blend
     outs = {}

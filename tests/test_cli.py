@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from sslrecon.cli import main
+from sslrecon.engine import checkpoint
 
 from .conftest import TINY
 
@@ -123,6 +124,9 @@ def test_resume_continues_and_finetune_starts_from_weights(trained, tiny_data, t
     assert code == 0, err
     doc = json.loads(out)
     assert doc["loss"] == "n2s" and doc["finetuned_from"] == str(run_dir)
+    # the finetuned model's own blend, found anew (a blind-spot rule's is below one), in the run it reconstructs with
+    assert 0 < doc["blend"]["tta"] < 1 and checkpoint.load(tmp_path / "ft")["blend"] == doc["blend"]
+    assert checkpoint.load(run_dir)["blend"]["frames"] == 3  # the resumed run's, found at its new end
 
 
 def test_python_dash_m_entry_point():

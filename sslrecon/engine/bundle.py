@@ -6,17 +6,19 @@ averaged over the symmetries of the square that the noise allows (`tta.symmetrie
 average's.
 
 With `blend` (the default) the output is `y + alpha (f(y) - y)`: the rule's reconstruction `f` moved back towards the
-measurement by the weight `alpha` that `fit` found to minimise the estimated risk on held-out patches (`blend_weight`,
-recorded in the checkpoint as `blend`, one weight with and one without `tta`). SURE is affine in the output apart
+measurement by the weight `alpha` that `fit` found to minimise the estimated risk on a few whole frames
+(`blend_weight`, recorded in the checkpoint as `blend`, one weight with and one without `tta`). SURE is affine in the output apart
 from the data term, so the risk of every blend follows from three numbers of `f` alone (`blend_risk`). A J-invariant
 rule (Noise2Self) has thrown away each pixel's own value, which at high signal-to-noise holds most of what there is to
 know: there the weight puts it back (BSD68 crops at 300 photons: 29.0 dB to 33.8, the noisy input 32.4). A rule that
-already uses the pixel gets a weight of 1 wherever its network beat the input, and the input wherever it did not.
+already uses the pixel gets a weight near 1 where its network is far better than the input, and moves towards the
+input where it is not.
 """
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -84,52 +86,34 @@ class Reconstructor:
         k = self.loss.options().get("test_samples")
         return group, {"samples": max(1, round(k / len(group)))} if is_count(k) and len(group) > 1 else {}
 
-    def _rule(self, physics: Denoising, seed: int, autocast: bool):
-        """The test-time rule on batches of tiles (normalised units), averaged over the symmetries; a rule that draws
-        noise draws it from one stream seeded by `seed`, which runs on from tile to tile."""
+    def _apply(self, y: np.ndarray, physics: Denoising, seed: int, autocast: bool, alpha: float = 1.0) -> np.ndarray:
+        """The test-time rule averaged over the symmetries, tile by tile (normalised units), blended with the
+        measurement by `alpha`; a rule that draws noise draws it from one stream seeded by `seed`."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
         ctx = autocast_context(self.device) if autocast else torch.autocast("cpu", enabled=False)
         group, shared = self._symmetries(physics)
-        g = torch.Generator(device=self.device).manual_seed(seed)
 
         def fn(t):
+            t = t.to(self.device)
             with ctx:
-                return averaged(lambda v: self.loss.predict(self.model, v, physics, generator=g, **shared),
-                                t.to(self.device), group)
-
-        return fn
-
-    def _apply(self, y: np.ndarray, physics: Denoising, seed: int, autocast: bool, alpha: float = 1.0) -> np.ndarray:
-        rule = self._rule(physics, seed, autocast)
-
-        def fn(t):
-            f = rule(t)
-            return f if alpha == 1 else t.to(f.device) + alpha * (f - t.to(f.device))
+                f = averaged(lambda v: self.loss.predict(self.model, v, physics, generator=g, **shared), t, group)
+            return f if alpha == 1 else t + alpha * (f - t)
 
         batch = 8 if self.device.type == "cuda" else 1
         return tiled_apply(fn, y, tile=self._tile(), margin=self._margin(), multiple=self.model.multiple,
                            device=self.device, batch=batch)
 
-    def _terms(self, f, y: torch.Tensor, noise: NoiseModel, seed: int,
-               correlation: NoiseModel | None = None) -> tuple[torch.Tensor, ...]:
-        """`f(y)` and, per image, SURE of `f`, the mean squared step `|f(y) - y|^2` and the noise's trace term `V`
-        (normalised units): what `blend_risk` needs."""
-        fy = f(y)
-        g = torch.Generator().manual_seed(seed + 1)
-        s = sure_mse(lambda v: fy if v is y else f(v), y, noise, generator=g, divergence=not self.loss.j_invariant,
-                     correlation=correlation)
-        dims = tuple(range(1, y.ndim))
-        return fy, s, ((fy - y) ** 2).mean(dims), noise.stein_weight(y).mean(dims)
-
-    def blend_weight(self, y: torch.Tensor, physics: Denoising, seed: int = 0) -> float:
-        """The weight `alpha` in [0, 1] that minimises the estimated risk of `y + alpha (f(y) - y)` over the batch `y`
-        (normalised patches with their `physics`, best held out from training); 1 for a loss with its own risk."""
+    def blend_weight(self, frames: Iterable[tuple[np.ndarray, NoiseModel]], seed: int = 0) -> float:
+        """The weight `alpha` in [0, 1] that minimises the estimated risk of `y + alpha (f(y) - y)` over `frames` (each
+        a frame in data units with its noise model; best held out from training), pooled by pixel count; 1 for a loss
+        with its own risk."""
         if self.loss.own_risk:
             return 1.0
-        with torch.no_grad():
-            # (a rule seeded afresh for each call: a fixed function of the batch, as SURE needs)
-            _, s, step, trace = self._terms(lambda v: self._rule(physics, seed, autocast=False)(v), y, physics.noise,
-                                            seed)
-        return best_blend(float(s.sum()), float(step.sum()), float(trace.sum()))
+        sums = np.zeros(3)
+        for k, (frame, noise) in enumerate(frames):
+            _, _, s, step, trace = self._frame_terms(frame, self._physics(noise), seed + k)
+            sums += np.array([float(s[0]), float(step), float(trace)]) * np.size(frame)
+        return best_blend(*sums)
 
     def predict(self, frame: np.ndarray, noise: NoiseModel, seed: int = 0) -> np.ndarray:
         """The test-time reconstruction of one frame with noise model `noise` (data units), as float32."""
@@ -155,16 +139,26 @@ class Reconstructor:
             pred, risk = tiled_apply(both, self.norm(np.asarray(frame, dtype=np.float32)), tile=self._tile(),
                                      margin=self._margin(), multiple=self.model.multiple, device=self.device)
             return float(risk.mean()) * self.norm.scale**2, self.norm.denormalize(pred)
+        y, fy, s, step, trace = self._frame_terms(frame, physics, seed, correlation)
+        a = self.alpha
+        mse = blend_risk(float(s[0]), float(step), float(trace), a)
+        return mse * self.norm.scale**2, self.norm.denormalize((y + a * (fy - y))[0, 0].numpy())
+
+    def _frame_terms(self, frame: np.ndarray, physics: Denoising, seed: int,
+                     correlation: NoiseModel | None = None) -> tuple[torch.Tensor, ...]:
+        """What `blend_risk` needs, of the rule's tiled reconstruction `f` of `frame` (data units): the normalised
+        frame `y` (1, 1, H, W), `f(y)`, SURE of `f`, the mean squared step `|f(y) - y|^2` and the noise's trace term
+        `V` (normalised units)."""
         y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
 
         def apply(v):
             return torch.from_numpy(self._apply(v[0, 0].numpy(), physics, seed, autocast=False))[None, None]
 
-        fy, s, step, trace = self._terms(apply, y, physics.noise, seed,
-                                         None if correlation is None else self._physics(correlation).noise)
-        a = self.alpha
-        mse = blend_risk(float(s[0]), float(step[0]), float(trace[0]), a)
-        return mse * self.norm.scale**2, self.norm.denormalize((y + a * (fy - y))[0, 0].numpy())
+        fy = apply(y)
+        s = sure_mse(lambda v: fy if v is y else apply(v), y, physics.noise, generator=torch.Generator().manual_seed(seed + 1),
+                     divergence=not self.loss.j_invariant,
+                     correlation=None if correlation is None else self._physics(correlation).noise)
+        return y, fy, s, ((fy - y) ** 2).mean(), physics.noise.stein_weight(y).mean()
 
 
 def blend_risk(sure: float, step: float, trace: float, alpha: float) -> float:
@@ -179,4 +173,4 @@ def best_blend(sure: float, step: float, trace: float) -> float:
     """The `alpha` in [0, 1] that minimises `blend_risk`."""
     if step <= 0:
         return 1.0
-    return min(1.0, max(0.0, (step + trace - sure) / (2 * step)))
+    return float(min(1.0, max(0.0, (step + trace - sure) / (2 * step))))
