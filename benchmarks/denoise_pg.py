@@ -389,7 +389,8 @@ def main() -> None:
         fmd = None if args.skip_fmd else fmd_table(args.fmd_losses, args.fmd_steps, Path(tmp))
     if rows:
         methods = [k for k in rows[0]
-                   if not k.endswith(("model", "learned", "sigma", "alpha", "blend")) and k not in ("photons", "seconds")]
+                   if not k.endswith(("model", "learned", "sigma", "alpha", "blend"))
+                   and k not in ("photons", "seconds")]
         print(f"\nSet12, Poisson-Gaussian (gain {GAIN:g}, read noise {READ:g}, offset {OFFSET:g}), {args.steps} steps, "
               "PSNR (dB)")
         print("| method | " + " | ".join(f"{r['photons']:g} photons" for r in rows) + " |")

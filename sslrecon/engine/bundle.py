@@ -7,12 +7,12 @@ average's.
 
 With `blend` (the default) the output is `y + alpha (f(y) - y)`: the rule's reconstruction `f` moved back towards the
 measurement by the weight `alpha` that `fit` found to minimise the estimated risk on a few whole frames
-(`blend_weight`, recorded in the checkpoint as `blend`, one weight with and one without `tta`). SURE is affine in the output apart
-from the data term, so the risk of every blend follows from three numbers of `f` alone (`blend_risk`). A J-invariant
-rule (Noise2Self) has thrown away each pixel's own value, which at high signal-to-noise holds most of what there is to
-know: there the weight puts it back (BSD68 crops at 300 photons: 29.0 dB to 33.8, the noisy input 32.4). A rule that
-already uses the pixel gets a weight near 1 where its network is far better than the input, and moves towards the
-input where it is not.
+(`blend_weight`, recorded in the checkpoint as `blend`, one weight with and one without `tta`). SURE is affine in the
+output apart from the data term, so the risk of every blend follows from three numbers of `f` alone (`blend_risk`).
+A J-invariant rule (Noise2Self) has thrown away each pixel's own value, which at high signal-to-noise holds most of
+what there is to know: there the weight puts it back (BSD68 crops at 300 photons: 29.0 dB to 33.8, the noisy input
+32.4). A rule that already uses the pixel gets a weight near 1 where its network is far better than the input, and
+moves towards the input where it is not.
 """
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ class Reconstructor:
             return torch.from_numpy(self._apply(v[0, 0].numpy(), physics, seed, autocast=False))[None, None]
 
         fy = apply(y)
-        s = sure_mse(lambda v: fy if v is y else apply(v), y, physics.noise, generator=torch.Generator().manual_seed(seed + 1),
+        g = torch.Generator().manual_seed(seed + 1)
+        s = sure_mse(lambda v: fy if v is y else apply(v), y, physics.noise, generator=g,
                      divergence=not self.loss.j_invariant,
                      correlation=None if correlation is None else self._physics(correlation).noise)
         return y, fy, s, ((fy - y) ** 2).mean(), physics.noise.stein_weight(y).mean()
