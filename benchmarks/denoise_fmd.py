@@ -54,7 +54,7 @@ def main() -> None:
     print(f"| method ({args.steps} steps) | PSNR (dB) |\n|---|---|")
     for name, value in {**results, **{f"peer: {k}": v for k, v in ANCHORS_300.items() if k != "noisy input"}}.items():
         blend = blends.get(name.removeprefix("sslrecon "))
-        print(f"| {name} | {value:.2f} |" + ("" if blend is None else f" (blend {blend:.3f})"))
+        print(f"| {name} | {value:.2f}" + ("" if blend is None else f" (blend {blend:.3f})") + " |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"steps": args.steps, "tta": not args.no_tta, "blend": not args.no_blend,
                                      "psnr": results, "blend_weights": blends, "seconds": seconds,

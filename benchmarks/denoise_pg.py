@@ -402,7 +402,7 @@ def main() -> None:
         print("| method | PSNR |\n|---|---|")
         for k, v in fmd.items():
             if not isinstance(v, dict) and not k.endswith("blend"):
-                print(f"| {k} | {v:.2f} |" + (f" (blend {fmd[k + ' blend']:.3f})" if k + " blend" in fmd else ""))
+                print(f"| {k} | {v:.2f}" + (f" (blend {fmd[k + ' blend']:.3f})" if k + " blend" in fmd else "") + " |")
         for k, v in fmd.items():
             if k.endswith("per frame"):
                 print(f"{k}: " + ", ".join(f"{name.removeprefix('Confocal_')} {d:.2f}" for name, d in v.items()))
