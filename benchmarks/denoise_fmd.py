@@ -44,11 +44,10 @@ def main() -> None:
         for loss in args.losses:
             t0 = time.perf_counter()
             run = Path(tmp) / loss
-            doc = api.fit([str(FMD / "noisy_raw")], run, config=RunConfig(loss=loss, steps=args.steps, device="cpu"))
-            blends[loss] = doc["blend"]["single" if args.no_tta else "tta"] if not args.no_blend else 1.0
-            outs = [Path(o["output"]) for o in api.reconstruct(run, [str(FMD / "noisy_raw")], Path(tmp) / f"out_{loss}",
-                                                                 device="cpu", tta=not args.no_tta,
-                                                                 blend=not args.no_blend)]
+            api.fit([str(FMD / "noisy_raw")], run, config=RunConfig(loss=loss, steps=args.steps, device="cpu"))
+            items = list(api.reconstruct(run, [str(FMD / "noisy_raw")], Path(tmp) / f"out_{loss}", device="cpu",
+                                         tta=not args.no_tta, blend=not args.no_blend))
+            blends[loss], outs = items[0]["blend"], [Path(o["output"]) for o in items]
             results[f"sslrecon {loss}"] = float(np.mean([psnr(clean[o.name], tifffile.imread(o), 255) for o in outs]))
             seconds[loss] = round(time.perf_counter() - t0, 1)
     print(f"| method ({args.steps} steps) | PSNR (dB) |\n|---|---|")

@@ -146,9 +146,8 @@ def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, 
     cfg = RunConfig(loss=loss, noise=noise, steps=steps, device=DEVICE, loss_options=options or {},
                     **(NET if net is None else net))
     doc = api.fit([str(folder)], run, config=cfg)
-    outs = [Path(o["output"]) for o in api.reconstruct(run, [str(folder)], run / "out", device=DEVICE, tta=TTA,
-                                                       blend=BLEND)]
-    return doc, outs
+    items = list(api.reconstruct(run, [str(folder)], run / "out", device=DEVICE, tta=TTA, blend=BLEND))
+    return {**doc, "blend_applied": items[0]["blend"]}, [Path(o["output"]) for o in items]
 
 
 KNOWN = f"pg:gain={GAIN},sigma={READ},offset={OFFSET}"
@@ -166,11 +165,6 @@ SET12_METHODS = (  # (name, loss, --noise, loss options)
 
 ORACLE, GAUSSIAN_SURE = "oracle (supervised)", "gaussian sure (best single sigma)"
 HELD_OUT_ORACLE = "supervised on BSD68 (held out)"
-
-
-def blend_weight(doc: dict) -> float:
-    """The weight against the measurement that `reconstruct` applied for the run `doc` (1 without the blend)."""
-    return doc["blend"]["tta" if TTA else "single"] if BLEND else 1.0
 
 
 def write_folder(folder: Path, images: list[np.ndarray]) -> Path:
@@ -209,7 +203,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
                 continue
             doc, outs = self_supervised(folder, tmp / f"{name.replace(' ', '_')}_{photons:g}", loss, noise, steps, opts)
             row[name] = mean_psnr(clean, outs, rng_)
-            row[f"{name} blend"] = blend_weight(doc)
+            row[f"{name} blend"] = doc["blend_applied"]
             if loss == "pg-unsure":
                 row["pg-unsure learned"] = doc["noise_learned"]
             if loss == "gr2r-poisson":
@@ -305,7 +299,7 @@ def fmd_table(losses: list[str], steps: int, tmp: Path) -> dict:
         doc, outs = self_supervised(fmd / "noisy_raw", tmp / f"fmd_{i}_{loss}", loss, "auto", steps, options, net={})
         scores = {o.stem: float(psnr(clean[o.name], tifffile.imread(o), 255)) for o in outs}
         out[entry], out[f"{entry} per frame"] = float(np.mean(list(scores.values()))), scores
-        out[f"{entry} blend"] = blend_weight(doc)
+        out[f"{entry} blend"] = doc["blend_applied"]
         if "noise_learned" in doc:
             out[f"{entry} learned"] = doc["noise_learned"]
             out[f"{entry} variance / reference"] = agreement(fmd, tmp / f"fmd_{i}_{loss}")

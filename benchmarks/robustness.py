@@ -86,10 +86,10 @@ def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[
         try:
             cfg = RunConfig(loss=loss, noise="auto", steps=steps, width=16, patch_size=48, device="cpu")
             doc = api.fit([str(folder)], run, config=cfg)
-            outs = api.reconstruct(run, [str(folder)], run / "out", device="cpu", tta=tta, blend=blend)
+            outs = list(api.reconstruct(run, [str(folder)], run / "out", device="cpu", tta=tta, blend=blend))
             row[loss] = {"psnr": mean_psnr([tifffile.imread(o["output"]) for o in outs]), "loss": doc["loss"],
                          "noise": doc.get("noise_learned", doc["noise"]),
-                         "blend": doc["blend"]["tta" if tta else "single"] if blend else 1.0}
+                         "blend": outs[0]["blend"]}
         except SslreconError as e:
             row[loss] = {"refused": e.line()}
         row[loss]["seconds"] = round(time.perf_counter() - t0, 1)

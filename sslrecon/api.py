@@ -454,7 +454,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     """Reconstruct every input into `outdir` (same names and formats), streaming one file at a time.
 
     All inputs are opened and checked and all output names are checked before anything is written.
-    Yields one summary per file: path, output, shape, seconds. `tta`: average each tile's reconstruction over the
+    Yields one summary per file: path, output, shape, seconds, and the blend's weight applied. `tta`: average each tile's reconstruction over the
     rotations and flips the noise allows (`engine.tta`), at about eight times the passes. `blend`: move the
     reconstruction towards the measurement by the weight `fit` recorded (`Reconstructor.blend`); False for the rule's
     reconstruction alone.
@@ -478,7 +478,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
             frames = (rec.predict(img.frame(i), frame_model(nm, i), seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
-                   "seconds": round(time.perf_counter() - t0, 3)}
+                   "seconds": round(time.perf_counter() - t0, 3), "blend": rec.alpha}
 
 
 def _check_noise_frames(given, paths: list[Path], shapes: list[tuple[int, tuple[int, int]]]) -> None:

@@ -97,9 +97,10 @@ def test_fit_records_the_blend_and_reconstruct_and_validate_apply_it(tiny_data, 
     assert checkpoint.load(run_dir)["blend"] == blend
     outs = {}
     for flag in ("--blend", "--no-blend"):
-        code, _, err = run(["reconstruct", run_dir, data / "cells.tif", "-o", tmp_path / flag, "--device", "cpu",
-                            "--dtype", "float32", flag], capsys)
+        code, out, err = run(["reconstruct", run_dir, data / "cells.tif", "-o", tmp_path / flag, "--device", "cpu",
+                              "--dtype", "float32", "--json", flag], capsys)
         assert code == 0, err
+        assert json.loads(out)["files"][0]["blend"] == (blend["tta"] if flag == "--blend" else 1.0)
         outs[flag] = tifffile.imread(tmp_path / flag / "cells.tif").astype(np.float64)
         code, out, err = run(["validate", run_dir, data / "cells.tif", "--reference", ref, "--json", "--device", "cpu",
                               flag], capsys)
