@@ -75,10 +75,20 @@ def _reconstructor(loss: str, blend: dict | None) -> Reconstructor:
                          tile_size=64, tta=False, blend=blend)
 
 
-def test_a_loss_with_its_own_risk_is_not_blended():
-    frame = np.random.default_rng(0).poisson(5.0, (32, 32)).astype(np.float32)
-    rec = _reconstructor("gr2r-poisson", {"tta": 0.5, "single": 0.5})
-    assert rec.alpha == 1.0 and rec.blend_weight([(frame, PoissonGaussian(gain=1.0, sigma=0.5, offset=0.0))]) == 1.0
+def test_a_loss_with_its_own_risk_is_blended_by_it():
+    """gr2r-poisson's risk estimate has SURE's form, so its rule is blended too: a weight near 0 for an untrained
+    network on a bright frame (far worse than the measurement), and `risk` scores the blended output it returns."""
+    frame = np.random.default_rng(0).poisson(400.0, (32, 32)).astype(np.float32)
+    noise = PoissonGaussian(gain=1.0, sigma=0.5, offset=0.0)
+    assert _reconstructor("gr2r-poisson", {"tta": 0.5, "single": 0.25}).alpha == 0.25
+    rec = _reconstructor("gr2r-poisson", None)
+    w = rec.blend_weight([(frame, noise)])
+    assert 0 <= w < 0.05
+    rec.blend = {"tta": w, "single": w}
+    mse, out = rec.risk(frame, noise)
+    unblended = _reconstructor("gr2r-poisson", None).risk(frame, noise)[1]
+    assert np.allclose(out, frame + w * (unblended - frame), atol=1e-3)
+    assert 0.5 * 400 < mse < 2 * 400  # about the measurement's own error, its variance
     assert _reconstructor("sure", {"tta": 0.5, "single": 0.25}).alpha == 0.25
     assert _reconstructor("sure", None).alpha == 1.0
 

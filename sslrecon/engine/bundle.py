@@ -66,7 +66,7 @@ class Reconstructor:
     @property
     def alpha(self) -> float:
         """The weight of the rule's reconstruction against the measurement (1: the rule's alone)."""
-        return 1.0 if self.blend is None or self.loss.own_risk else float(self.blend["tta" if self.tta else "single"])
+        return 1.0 if self.blend is None else float(self.blend["tta" if self.tta else "single"])
 
     def _tile(self) -> int:
         passes = 2 if self.tta or "test_samples" in self.loss.options() else 1  # a running average beside each pass
@@ -105,10 +105,7 @@ class Reconstructor:
 
     def blend_weight(self, frames: Iterable[tuple[np.ndarray, NoiseModel]], seed: int = 0) -> float:
         """The weight `alpha` in [0, 1] that minimises the estimated risk of `y + alpha (f(y) - y)` over `frames` (each
-        a frame in data units with its noise model; best held out from training), pooled by pixel count; 1 for a loss
-        with its own risk."""
-        if self.loss.own_risk:
-            return 1.0
+        a frame in data units with its noise model; best held out from training), pooled by pixel count."""
         sums = np.zeros(3)
         for k, (frame, noise) in enumerate(frames):
             _, _, s, step, trace = self._frame_terms(frame, self._physics(noise), seed + k)
@@ -126,20 +123,7 @@ class Reconstructor:
         frame (data units^2), and that reconstruction (float32, data units), computed once for both. `correlation`
         (data units): `sure_mse`'s, for noise whose white model leaves out a correlation (not with a loss's own
         risk)."""
-        physics = self._physics(noise)
-        if self.loss.own_risk:  # the loss's own per-pixel risk map, tiled beside its prediction
-            g = torch.Generator(device=self.device).manual_seed(seed)
-            group, shared = self._symmetries(physics)
-
-            def both(t):
-                return averaged(lambda v: torch.cat(self.loss.predict_and_risk(self.model, v, physics, generator=g,
-                                                                               **shared), 1),
-                                t.to(self.device), group)
-
-            pred, risk = tiled_apply(both, self.norm(np.asarray(frame, dtype=np.float32)), tile=self._tile(),
-                                     margin=self._margin(), multiple=self.model.multiple, device=self.device)
-            return float(risk.mean()) * self.norm.scale**2, self.norm.denormalize(pred)
-        y, fy, s, step, trace = self._frame_terms(frame, physics, seed, correlation)
+        y, fy, s, step, trace = self._frame_terms(frame, self._physics(noise), seed, correlation)
         a = self.alpha
         mse = blend_risk(float(s[0]), float(step), float(trace), a)
         return mse * self.norm.scale**2, self.norm.denormalize((y + a * (fy - y))[0, 0].numpy())
@@ -147,9 +131,24 @@ class Reconstructor:
     def _frame_terms(self, frame: np.ndarray, physics: Denoising, seed: int,
                      correlation: NoiseModel | None = None) -> tuple[torch.Tensor, ...]:
         """What `blend_risk` needs, of the rule's tiled reconstruction `f` of `frame` (data units): the normalised
-        frame `y` (1, 1, H, W), `f(y)`, SURE of `f`, the mean squared step `|f(y) - y|^2` and the noise's trace term
-        `V` (normalised units)."""
+        frame `y` (1, 1, H, W), `f(y)`, the risk estimate of `f` (SURE, or the loss's own, `predict_and_terms`), the
+        mean squared step `|f(y) - y|^2` and the noise's trace term `V` (normalised units)."""
         y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
+        trace = physics.noise.stein_weight(y).mean()
+        if self.loss.own_risk:  # the prediction and its risk terms, tiled and averaged over the symmetries together
+            g = torch.Generator(device=self.device).manual_seed(seed)
+            group, shared = self._symmetries(physics)
+
+            def both(t):
+                return averaged(lambda v: torch.cat(self.loss.predict_and_terms(self.model, v, physics, generator=g,
+                                                                                **shared), 1),
+                                t.to(self.device), group)
+
+            fy, rest = torch.from_numpy(tiled_apply(both, y[0, 0].numpy(), tile=self._tile(), margin=self._margin(),
+                                                    multiple=self.model.multiple, device=self.device))[:, None]
+            fy = fy[None]
+            step = ((fy - y) ** 2).mean()
+            return y, fy, (step + rest.double().mean()).reshape(1), step, trace
 
         def apply(v):
             return torch.from_numpy(self._apply(v[0, 0].numpy(), physics, seed, autocast=False))[None, None]
@@ -159,7 +158,7 @@ class Reconstructor:
         s = sure_mse(lambda v: fy if v is y else apply(v), y, physics.noise, generator=g,
                      divergence=not self.loss.j_invariant,
                      correlation=None if correlation is None else self._physics(correlation).noise)
-        return y, fy, s, ((fy - y) ** 2).mean(), physics.noise.stein_weight(y).mean()
+        return y, fy, s, ((fy - y) ** 2).mean(), trace
 
 
 def blend_risk(sure: float, step: float, trace: float, alpha: float) -> float:

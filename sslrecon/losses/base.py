@@ -39,8 +39,8 @@ class Loss(nn.Module):
     models: ClassVar[tuple[str, ...] | None] = None
     #: True when the loss learns the noise model (`noise_models()`, per input file, normalised units) from the data.
     learns_noise: ClassVar[bool] = False
-    #: True when the risk is the loss's own per-pixel estimate (`predict_and_risk`) rather than SURE of `predict`:
-    #: for test-time rules that are not differentiable in the measurement (recorruption by thinning).
+    #: True when the risk is the loss's own estimate (`predict_and_terms`) rather than SURE of `predict`: for
+    #: test-time rules that are not differentiable in the measurement (recorruption by thinning).
     own_risk: ClassVar[bool] = False
     #: Constructor arguments the tool sets itself (not `--loss-option`s: left out of the options a bad one lists).
     internal_options: ClassVar[tuple[str, ...]] = ()
@@ -86,8 +86,9 @@ class Loss(nn.Module):
         between steps)."""
         return False
 
-    def predict_and_risk(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """For `own_risk` losses: the test-time prediction and a per-pixel map whose mean is the risk estimate."""
+    def predict_and_terms(self, model, y, physics=DENOISING, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """For `own_risk` losses: the test-time prediction `g` and a per-pixel map `rest`, linear in the prediction,
+        such that `mean(|g - y|^2 + rest)` is the risk estimate (SURE's form: averages of predictions keep it)."""
         raise NotImplementedError
 
     def risk(self, model, y, physics=DENOISING, generator=None) -> torch.Tensor:

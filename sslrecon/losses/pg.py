@@ -69,8 +69,15 @@ takes correlated noise by the first-order estimate with the covariance (`sure`'s
 term nor the photon removal applies there.
 Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits ("auto": more
 as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at 0.7; `auto_test_samples`, also settled per run); its risk estimate
-(validation) is the mean over those splits of `|f(y1) - y2|^2 - (gain u + sigma^2) / alpha`, unbiased for the error of a
-single split, an upper bound for that of their average.
+is that of the average itself. With `y = (1 - alpha) y1 + alpha y2` (exact up to the random rounding of
+fractional counts) and `y2` independent of `y1`, `E<y - x, f(y1)> = (1 - alpha) E<y1 - x, f(y1)>`, and
+`E<y1 - x, f(y1)> = E<y1 - y2, f(y1) - y1> + V / (1 - alpha)` (`y2` stands in for `x`, and `V / (1 - alpha)` is the
+input's noise variance), so `|g - y|^2 + V + 2 (1 - alpha) mean_k <y1 - y2, f(y1) - y1>` is unbiased for the error
+of the average `g` of any number of splits: SURE's form, with the split in place of the divergence. (Before, the
+mean of `|f(y1) - y2|^2 - V / alpha` estimated a single split's error, above the average's.) Being SURE's form, it
+gives the risk of every blend `y + w (g - y)` as `sure`'s does (`engine.bundle.blend_risk`), so `reconstruct` moves
+the rule towards the measurement where its network does not beat it (bright images: a network fed `1 - alpha` of
+the counts cannot).
 """
 from __future__ import annotations
 
@@ -303,27 +310,30 @@ class GR2RPoisson(Loss):
         value = ((model(y1) - y2) ** 2).mean()
         return LossOutput(value, {})
 
-    def predict_and_risk(self, model, y, physics=DENOISING, generator=None,
-                         samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The test-time rule and a per-pixel map whose mean is the risk estimate (see the module docstring);
-        `samples` overrides the number of splits."""
+    def predict_and_terms(self, model, y, physics=DENOISING, generator=None,
+                          samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test-time rule `g`, the average of `f(y1)` over `samples` splits (default: the settled
+        `test_samples`), and the per-pixel map `rest` such that `mean(|g - y|^2 + rest)` estimates the MSE of `g`:
+        `rest = V + 2 (1 - alpha) mean over splits of (y1 - y2) (f(y1) - y1)`, with `V` the noise variance at the
+        measurement (`stein_weight`). `rest` is linear in the outputs, so an average of rules (the symmetries)
+        averages it and adds the step of the average (see the module docstring)."""
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise)
         k = samples or (auto_test_samples(alpha) if self.test_samples == "auto" else self.test_samples)
-        pred, err = torch.zeros_like(y), torch.zeros_like(y)
+        pred, cross = torch.zeros_like(y), torch.zeros_like(y)
         for _ in range(k):
             y1, y2 = self.split(y, physics, generator, alpha)
             fy1 = model(y1)
             pred += fy1
-            err += (fy1 - y2) ** 2
-        var = noise.stein_weight(y) / alpha
-        return pred / k, err / k - var
+            cross += (y1 - y2) * (fy1 - y1)
+        return pred / k, noise.stein_weight(y) + 2 * (1 - alpha) * cross / k
 
     def predict(self, model, y, physics=DENOISING, generator=None, samples: int | None = None):
-        # the risk map costs a few elementwise ops
-        return self.predict_and_risk(model, y, physics, generator, samples)[0]
+        # the risk terms cost a few elementwise ops
+        return self.predict_and_terms(model, y, physics, generator, samples)[0]
 
     def risk(self, model, y, physics=DENOISING, generator=None):
-        """The risk estimate alone (training-time validation): it is a single split's, so `SAMPLES_MIN` splits
-        estimate it as well as the many the prediction may average."""
-        return self.predict_and_risk(model, y, physics, generator, SAMPLES_MIN)[1].mean(tuple(range(1, y.ndim)))
+        """The risk estimate of the average of `SAMPLES_MIN` splits (training-time validation; the prediction may
+        average more)."""
+        pred, rest = self.predict_and_terms(model, y, physics, generator, SAMPLES_MIN)
+        return ((pred - y) ** 2 + rest).mean(tuple(range(1, y.ndim)))
