@@ -602,6 +602,33 @@ def test_pooled_fit_corrects_single_crops_at_one_photon():
     assert one_session(files, pooled) and abs(pooled.model.gain / 2 - 1) < 0.05, pooled.model
 
 
+@needs_shared
+def test_bright_crops_without_evidence_of_their_own_take_the_pooled_fit():
+    """Eight 128 x 128 BSD68 crops at 3000 photons (gain 1, read noise 3, offset 100; `robustness.py`'s bright case):
+    alone, texture hides the shot noise from most of them (Gaussian reports; some crops without a mean-variance fit,
+    some with slopes that texture makes negative), while the pool reads the gain within 15 %, so `--noise auto` gives
+    every crop the pooled model. A file of white Gaussian noise among them, whose flat variance its own fit pins
+    down, still keeps the folder from being taken for one detector's."""
+    from PIL import Image
+
+    from sslrecon.noise.estimate import one_session
+
+    rng = np.random.default_rng(5)
+    xs = [np.asarray(Image.open(p).convert("L"), dtype=np.float64)[96:224, 176:304]
+          for p in sorted((SHARED / "natural" / "BSD68").glob("*.png"))[10:18]]
+    mean = np.mean([x.mean() for x in xs])
+    frames = [100 + rng.poisson(3000 * x / mean) + rng.normal(0, 3, x.shape) for x in xs]
+    files = [analyze([f], evidence=False) for f in frames]
+    pooled = analyze(frames, evidence=False)
+    assert sum(f.kind != "signal-dependent" for f in files) > len(files) / 2, [f.kind for f in files]
+    assert pooled.kind == "signal-dependent" and abs(pooled.model.gain - 1) < 0.15, pooled.model
+    assert one_session(files, pooled)
+    flat = 3000 + rng.normal(0, 55, (128, 128)) + np.linspace(-2000, 2000, 128)[None, :]  # a ramp, noise of one level
+    files.append(analyze([flat], evidence=False))
+    assert files[-1].fit is not None and files[-1].fit.slope_se < 0.2, files[-1].fit
+    assert not one_session(files, analyze(frames + [flat], evidence=False))
+
+
 def test_the_line_leaves_out_a_bin_that_texture_lifts():
     """Bins of `var = 0.5 mean + 1` with each one's sampling error, one of them 1.5x (one image's textured region at
     that brightness): the line leaves it out and reads the slope within 1 %, where the plain weighted line read it 2-3 %
