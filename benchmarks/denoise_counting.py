@@ -114,7 +114,7 @@ def level_row(level: float, steps: int, tmp: Path, sigma: float | None = None) -
         seconds = round(time.perf_counter() - t0, 1)
         est = api.validate(run, [str(folder)], data_range=hi - lo, device="cpu")
         entry = {"psnr": mean_psnr(clean, [mrcfile.read(o) for o in sorted(outs)], hi - lo),
-                 "estimated_psnr": est["estimated_psnr"], "seconds": seconds}
+                 "estimated_psnr": est["estimated_psnr"], "blend": est["blend"], "seconds": seconds}
         if doc.get("noise_learned"):
             entry["noise_learned"] = doc["noise_learned"]
         row["methods"][name] = entry
@@ -143,7 +143,8 @@ def main() -> None:
         for r in rows:
             m = r["methods"][name]
             est = m.get("estimated_psnr")
-            cells.append(f"{m['psnr']:.2f}" + ("" if name == ORACLE else f" / {est:.2f}" if est else " / none"))
+            cells.append(f"{m['psnr']:.2f}" + ("" if name == ORACLE else (f" / {est:.2f}" if est else " / none")
+                                                + f" (blend {m['blend']:.2f})"))
         print(f"| {name} | " + " | ".join(cells) + " |")
     for r in rows if args.gaussian is None else []:
         learned = r["methods"]["pg-unsure"].get("noise_learned", {})
