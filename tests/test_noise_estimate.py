@@ -556,6 +556,27 @@ def test_one_session_pools_one_detector_and_splits_others(case, expected):
     assert one_session([analyze([f], evidence=False) for f in frames], pooled) is expected
 
 
+def test_a_file_without_a_fit_vetoes_the_pool_only_where_most_files_find_their_shot_noise():
+    """Six frames of one detector: with one file's fit missing, the others (signal-dependent, each with a fit) keep
+    their own models, as at 300 photons, where the pool's three-bin fit cost 0.1-0.9 dB. Where most files read
+    Gaussian noise (as bright crops whose texture hides their shot noise) a missing fit says nothing against the pool,
+    and a fit whose variance falls with brightness (texture's) is not counted."""
+    from dataclasses import replace
+
+    from sslrecon.noise.estimate import one_session
+
+    frames = _session(np.random.default_rng(5), [2.0] * 6, [100.0] * 6, [3.0] * 6)
+    files = [analyze([f], evidence=False) for f in frames]
+    pooled = analyze(frames, evidence=False)
+    assert all(f.kind == "signal-dependent" and f.fit is not None for f in files) and one_session(files, pooled)
+    assert not one_session([replace(files[0], fit=None)] + files[1:], pooled)
+    gaussian = [replace(f, kind="gaussian") for f in files]
+    assert one_session([replace(gaussian[0], fit=None)] + gaussian[1:], pooled)
+    falling = replace(gaussian[0].fit, slope=-3.0)  # far below zero for its standard error
+    assert one_session([replace(gaussian[0], fit=falling)] + gaussian[1:], pooled)
+    assert not one_session([replace(files[0], fit=falling)] + files[1:], pooled)
+
+
 def _set12_crops() -> list[np.ndarray]:
     """The central 256 x 256 crops of the twelve Set12 images (grey levels 0-255), as `benchmarks/denoise_pg.py`."""
     from PIL import Image
