@@ -86,17 +86,25 @@ class Reconstructor:
         k = self.loss.options().get("test_samples")
         return group, {"samples": max(1, round(k / len(group)))} if is_count(k) and len(group) > 1 else {}
 
-    def _apply(self, y: np.ndarray, physics: Denoising, seed: int, autocast: bool, alpha: float = 1.0) -> np.ndarray:
+    def _apply(self, y: np.ndarray, physics: Denoising, seed: int, autocast: bool, alpha: float = 1.0,
+               terms: bool = False) -> np.ndarray:
         """The test-time rule averaged over the symmetries, tile by tile (normalised units), blended with the
-        measurement by `alpha`; a rule that draws noise draws it from one stream seeded by `seed`."""
+        measurement by `alpha`; a rule that draws noise draws it from one stream seeded by `seed`. `terms` (a loss
+        with its own risk, unblended): the rule and its risk terms (`predict_and_terms`) as two channels, averaged
+        together."""
         g = torch.Generator(device=self.device).manual_seed(seed)
         ctx = autocast_context(self.device) if autocast else torch.autocast("cpu", enabled=False)
         group, shared = self._symmetries(physics)
 
+        def rule(v):
+            if terms:
+                return torch.cat(self.loss.predict_and_terms(self.model, v, physics, generator=g, **shared), 1)
+            return self.loss.predict(self.model, v, physics, generator=g, **shared)
+
         def fn(t):
             t = t.to(self.device)
             with ctx:
-                f = averaged(lambda v: self.loss.predict(self.model, v, physics, generator=g, **shared), t, group)
+                f = averaged(rule, t, group)
             return f if alpha == 1 else t + alpha * (f - t)
 
         batch = 8 if self.device.type == "cuda" else 1
@@ -136,17 +144,8 @@ class Reconstructor:
         y = torch.from_numpy(self.norm(np.asarray(frame, dtype=np.float32)))[None, None]
         trace = physics.noise.stein_weight(y).mean()
         if self.loss.own_risk:  # the prediction and its risk terms, tiled and averaged over the symmetries together
-            g = torch.Generator(device=self.device).manual_seed(seed)
-            group, shared = self._symmetries(physics)
-
-            def both(t):
-                return averaged(lambda v: torch.cat(self.loss.predict_and_terms(self.model, v, physics, generator=g,
-                                                                                **shared), 1),
-                                t.to(self.device), group)
-
-            fy, rest = torch.from_numpy(tiled_apply(both, y[0, 0].numpy(), tile=self._tile(), margin=self._margin(),
-                                                    multiple=self.model.multiple, device=self.device))[:, None]
-            fy = fy[None]
+            fy, rest = torch.from_numpy(self._apply(y[0, 0].numpy(), physics, seed, autocast=False, terms=True))
+            fy = fy[None, None]
             step = ((fy - y) ** 2).mean()
             return y, fy, (step + rest.double().mean()).reshape(1), step, trace
 
