@@ -332,8 +332,6 @@ def folder_table() -> list[dict]:
     and the gain of the model `--noise auto` gives each file (the pooled one where `one_session` holds)."""
     from denoise_pg import set12_clean
 
-    from sslrecon.noise.estimate import one_session
-
     crops = set12_clean()
     mean = float(np.mean([x.mean() for x in crops]))
     rows = []
@@ -341,15 +339,22 @@ def folder_table() -> list[dict]:
         for gains in ([2.0] * 12, [2.0] * 6 + [4.0] * 6):
             rng = np.random.default_rng(0)
             frames = [100 + g * rng.poisson(photons * x / mean) + rng.normal(0, 3, x.shape) for x, g in zip(crops, gains)]
-            files = [analyze([f], evidence=False) for f in frames]
-            pooled = analyze(frames, evidence=False)
-            pooling = one_session(files, pooled)
-            own = np.array([getattr(f.model, "gain", 0.0) for f in files]) / gains - 1
-            used = np.array([getattr((pooled if pooling else f).model, "gain", 0.0) for f in files]) / gains - 1
-            rows.append({"photons": photons, "gains": sorted(set(gains)), "one_session": pooling,
-                         "pooled": pooled.model.spec(), "own_gain_rel_errors": own.tolist(),
-                         "auto_gain_rel_errors": used.tolist()})
+            rows.append({"photons": photons, "gains": sorted(set(gains)), **folder_fits(frames, np.array(gains))})
     return rows + bright_folder_rows()
+
+
+def folder_fits(frames: list[np.ndarray], gains: np.ndarray) -> dict:
+    """`frames` as one folder: whether `--noise auto` takes them for one detector's, the pooled model, each file's
+    own kind, and each file's gain error alone and as `--noise auto` takes it (a Gaussian model counts as gain 0)."""
+    from sslrecon.noise.estimate import one_session
+
+    files = [analyze([f], evidence=False) for f in frames]
+    pooled = analyze(frames, evidence=False)
+    pooling = one_session(files, pooled)
+    own = np.array([getattr(f.model, "gain", 0.0) for f in files]) / gains - 1
+    used = np.array([getattr((pooled if pooling else f).model, "gain", 0.0) for f in files]) / gains - 1
+    return {"one_session": pooling, "pooled": pooled.model.spec(), "own_kinds": [f.kind for f in files],
+            "own_gain_rel_errors": own.tolist(), "auto_gain_rel_errors": used.tolist()}
 
 
 def bright_folder_rows() -> list[dict]:
@@ -358,8 +363,6 @@ def bright_folder_rows() -> list[dict]:
     Gaussian noise, gain 0 here), and the pooled fit is the evidence `--noise auto` goes by."""
     from robustness import ALL_SCENARIOS, crops
 
-    from sslrecon.noise.estimate import one_session
-
     clean01, rows = crops(), []
     mean01 = np.mean([c.mean() for c in clean01])
     for name in ("bright-300", "bright-3000"):
@@ -367,15 +370,8 @@ def bright_folder_rows() -> list[dict]:
         rng = np.random.default_rng(0)
         frames = [np.round(offset + gain * rng.poisson(photons * c / mean01) + rng.normal(0, read, c.shape))
                   for c in clean01]
-        files = [analyze([f], evidence=False) for f in frames]
-        pooled = analyze(frames, evidence=False)
-        pooling = one_session(files, pooled)
-        own = np.array([getattr(f.model, "gain", 0.0) for f in files]) / gain - 1
-        used = np.array([getattr((pooled if pooling else f).model, "gain", 0.0) for f in files]) / gain - 1
-        rows.append({"photons": photons, "gains": [gain], "one_session": pooling, "scene": "BSD68 crops 128x128",
-                     "read": read, "offset": offset, "pooled": pooled.model.spec(),
-                     "own_kinds": [f.kind for f in files], "own_gain_rel_errors": own.tolist(),
-                     "auto_gain_rel_errors": used.tolist()})
+        rows.append({"photons": photons, "gains": [gain], "scene": "BSD68 crops 128x128", "read": read,
+                     "offset": offset, **folder_fits(frames, np.full(len(frames), gain))})
     return rows
 
 
