@@ -70,7 +70,7 @@ def test_best_blend_stays_in_the_unit_interval():
 
 def _reconstructor(loss: str, blend: dict | None) -> Reconstructor:
     torch.manual_seed(0)
-    net = UNet(UNetConfig(width=4, depth=2)).eval()
+    net = UNet(UNetConfig(width=4, depth=2), identity_start=False).eval()
     return Reconstructor(net, build_loss(loss), Normalization(shift=0.0, scale=1.0), torch.device("cpu"),
                          tile_size=64, tta=False, blend=blend)
 

@@ -30,7 +30,7 @@ def _blur(y):
 
 def _random_cnn():
     torch.manual_seed(3)
-    net = UNet(UNetConfig(width=4, depth=1))
+    net = UNet(UNetConfig(width=4, depth=1), identity_start=False)
     for p in net.parameters():
         p.data.mul_(3.0)
     net.eval()

@@ -18,7 +18,7 @@ from .test_losses import _random_cnn
 def _learn(loss, y, start, steps=400, seed=0):
     """A small denoiser trained by `loss` on random 32x32 patches of the image `y` (1, 1, H, W)."""
     torch.manual_seed(seed)
-    net = UNet(UNetConfig(width=8, depth=2))
+    net = UNet(UNetConfig(width=8, depth=2), identity_start=False)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     loss.initialise(start, y)
@@ -205,7 +205,7 @@ def test_unsure_losses_hold_a_counting_detectors_model(name):
     loss = build_loss(name, hold_steps=0)
     loss.train()
     torch.manual_seed(0)
-    net, phys = UNet(UNetConfig(width=8, depth=2)), Denoising(model)
+    net, phys = UNet(UNetConfig(width=8, depth=2), identity_start=False), Denoising(model)
     g = torch.Generator().manual_seed(1)
     out = loss(net, y, phys, generator=g)
     out.value.backward()
@@ -266,7 +266,7 @@ def test_the_ascent_slows_with_the_learning_rate():
     moves = []
     for factor in (1.0, 0.1):
         torch.manual_seed(0)
-        net = UNet(UNetConfig(width=8, depth=2))
+        net = UNet(UNetConfig(width=8, depth=2), identity_start=False)
         loss = build_loss("unsure", hold_steps=0, momentum=0.0)
         loss.initialise(Gaussian(0.3), y)
         loss.pace(factor)
@@ -285,7 +285,7 @@ def test_a_longer_run_gives_the_ascent_the_room_of_a_shorter_one(room_steps):
     moves = []
     for steps in (300, 2000):
         torch.manual_seed(0)
-        net = UNet(UNetConfig(width=8, depth=2))
+        net = UNet(UNetConfig(width=8, depth=2), identity_start=False)
         loss = build_loss("unsure", hold_steps=0, momentum=0.0, room_steps=room_steps)
         loss.plan(steps)
         loss.initialise(Gaussian(0.3), y)
