@@ -623,6 +623,32 @@ def test_pooled_fit_corrects_single_crops_at_one_photon():
     assert one_session(files, pooled) and abs(pooled.model.gain / 2 - 1) < 0.05, pooled.model
 
 
+def _bright_crops() -> list[np.ndarray]:
+    """The centre 128 x 128 of the 11th to 18th BSD68 image (`robustness.py`'s crops), grey levels."""
+    from PIL import Image
+
+    return [np.asarray(Image.open(p).convert("L"), dtype=np.float64)[96:224, 176:304]
+            for p in sorted((SHARED / "natural" / "BSD68").glob("*.png"))[10:18]]
+
+
+@needs_shared
+def test_bright_crops_whose_terciles_disagree_are_not_taken_for_correlated_noise():
+    """One draw in five of `robustness.py`'s bright crops at 3000 photons (white noise: gain 1, read noise 3, offset
+    100, rounded to uint16) gives the pool lag-1 correlations 0.80 / 0.43 / 0.84 from the darkest third of its flat
+    blocks to the brightest: texture's, for stationary noise would give the same at every brightness. Taken for
+    correlated noise it became `corr:...,gain=8.7`; as texture, the white fit reads the gain within 15 %."""
+    rng = np.random.default_rng(4)
+    xs = _bright_crops()
+    lams = [3000 * x / np.mean([x.mean() for x in xs]) for x in xs]
+    frames = [np.round(100 + rng.poisson(lam) + rng.normal(0, 3, lam.shape)).astype(np.uint16) for lam in lams]
+    pooled = analyze(frames)
+    corr = pooled.correlation
+    assert corr.uneven and not corr.significant, (corr.lag1_terciles, corr.spread_z)
+    assert max(corr.lag1_terciles) - min(corr.lag1_terciles) > 0.3 and corr.spread_z > 4
+    assert pooled.model.name == "poisson" and abs(pooled.model.gain - 1) < 0.15, pooled.model
+    assert any("taken as texture" in n and "standard errors apart" in n for n in pooled.notes), pooled.notes
+
+
 @needs_shared
 def test_bright_crops_without_evidence_of_their_own_take_the_pooled_fit():
     """Eight 128 x 128 BSD68 crops at 3000 photons (gain 1, read noise 3, offset 100; `robustness.py`'s bright case):
@@ -630,13 +656,10 @@ def test_bright_crops_without_evidence_of_their_own_take_the_pooled_fit():
     some with slopes that texture makes negative), while the pool reads the gain within 15 %, so `--noise auto` gives
     every crop the pooled model. A file of white Gaussian noise among them, whose flat variance its own fit pins
     down, still keeps the folder from being taken for one detector's."""
-    from PIL import Image
-
     from sslrecon.noise.estimate import one_session
 
     rng = np.random.default_rng(5)
-    xs = [np.asarray(Image.open(p).convert("L"), dtype=np.float64)[96:224, 176:304]
-          for p in sorted((SHARED / "natural" / "BSD68").glob("*.png"))[10:18]]
+    xs = _bright_crops()
     mean = np.mean([x.mean() for x in xs])
     frames = [100 + rng.poisson(3000 * x / mean) + rng.normal(0, 3, x.shape) for x in xs]
     files = [analyze([f], evidence=False) for f in frames]
