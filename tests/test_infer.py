@@ -61,7 +61,7 @@ def test_a_new_residual_network_is_the_identity_and_learns_from_there():
     with torch.no_grad():
         assert torch.equal(net(y), y)
         assert not torch.equal(UNet(UNetConfig(width=4, depth=2), identity_start=False)(y), y)
-        assert net.__class__(UNetConfig(width=4, depth=2, residual=False))(y).abs().max() > 0  # (no zero output)
+        assert UNet(UNetConfig(width=4, depth=2, residual=False))(y).abs().max() > 0  # (no zero output)
     before = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(2):
