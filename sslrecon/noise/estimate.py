@@ -959,9 +959,9 @@ class Correlation:
 
     @property
     def uneven(self) -> bool:
-        """Whether the terciles' lag-1 correlations differ by more than stationary noise lets them (`SPREAD_LIMIT`
-        apart and `SPREAD_Z` standard errors), as texture's, whose share of a flat place's variance depends on the
-        scene there, can (`rises` takes the darkest tercile where only the brighter ones are raised)."""
+        """Whether the terciles' lag-1 correlations lie further apart than stationary noise lets them (`SPREAD_LIMIT`
+        and `SPREAD_Z` standard errors): texture's can, since its share of a flat place's variance depends on the
+        scene there. Not where the correlation `rises` with brightness (the darkest tercile is taken there)."""
         return (self.spread_z is not None and not self.rises and self.spread_z > SPREAD_Z
                 and max(self.lag1_terciles) - min(self.lag1_terciles) > SPREAD_LIMIT)
 
@@ -1025,37 +1025,32 @@ def _quiet_z(prod: np.ndarray, frame: np.ndarray, acf: np.ndarray, R: np.ndarray
     return (_quiet_shortfall(prod, frame) - expected) / max(float(np.std(boot)), 1e-12)
 
 
+def _lag1_bootstrap(prod: np.ndarray, parts: list[np.ndarray]) -> list[list[tuple[float, np.ndarray]]]:
+    """For each direction (horizontal, vertical), each part's lag-1 normalised product and its block-bootstrap
+    replicates (the same resampled blocks in both directions)."""
+    v = prod[:, LAGS, LAGS]
+    rng = np.random.default_rng(0)
+    draws = [p[rng.integers(0, len(p), (QUIET_BOOTSTRAP, len(p)))] for p in parts]
+    return [[(float(l1[p].mean() / v[p].mean()), l1[d].mean(-1) / v[d].mean(-1)) for p, d in zip(parts, draws)]
+            for l1 in (prod[:, LAGS, LAGS + 1], prod[:, LAGS + 1, LAGS])]
+
+
 def _rise_z(prod: np.ndarray, dark: np.ndarray, bright: np.ndarray) -> float:
     """How many bootstrap standard errors the lag-1 normalised product of the `bright` blocks exceeds that of the
     `dark` ones, in the direction where it does most (the plane removal biases both alike, so their difference
     needs no unbiasing)."""
-    v = prod[:, LAGS, LAGS]
-    rng = np.random.default_rng(0)
-    draws = [p[rng.integers(0, len(p), (QUIET_BOOTSTRAP, len(p)))] for p in (dark, bright)]
-    z = []
-    for l1 in (prod[:, LAGS, LAGS + 1], prod[:, LAGS + 1, LAGS]):
-        def ratio(i):
-            return l1[i].mean(-1) / v[i].mean(-1)
-
-        se = float(np.std(ratio(draws[1]) - ratio(draws[0])))
-        z.append((ratio(bright) - ratio(dark)) / max(se, 1e-12))
-    return float(max(z))
+    return float(max((b - d) / max(float(np.std(bb - db)), 1e-12)
+                     for (d, db), (b, bb) in _lag1_bootstrap(prod, [dark, bright])))
 
 
 def _spread_z(prod: np.ndarray, parts: list[np.ndarray]) -> float:
     """How many bootstrap standard errors apart the most and the least correlated brightness terciles' lag-1
     normalised products lie, in the direction where they differ most."""
-    v = prod[:, LAGS, LAGS]
-    rng = np.random.default_rng(0)
     z = []
-    for l1 in (prod[:, LAGS, LAGS + 1], prod[:, LAGS + 1, LAGS]):
-        vals, ses = [], []
-        for p in parts:
-            boot = p[rng.integers(0, len(p), (QUIET_BOOTSTRAP, len(p)))]
-            vals.append(float(l1[p].mean() / v[p].mean()))
-            ses.append(float(np.std(l1[boot].mean(-1) / v[boot].mean(-1))))
-        hi, lo = int(np.argmax(vals)), int(np.argmin(vals))
-        z.append((vals[hi] - vals[lo]) / max(float(np.hypot(ses[hi], ses[lo])), 1e-12))
+    for direction in _lag1_bootstrap(prod, parts):
+        vals = [x for x, _ in direction]
+        (hi, hb), (lo, lb) = direction[int(np.argmax(vals))], direction[int(np.argmin(vals))]
+        z.append((hi - lo) / max(float(np.hypot(np.std(hb), np.std(lb))), 1e-12))
     return float(max(z))
 
 
