@@ -507,11 +507,7 @@ RING = 2               # width of the frame around a patch whose flatness select
 RING_QUANTILE = 0.5    # keep patches whose frame is flatter than noise alone makes it half of the time
 SITE_STRIDE = 2        # patch positions on every other row and column
 MAX_BIN_PATCHES = 20_000
-#: patch positions in a brightness bin, at the least. The darkest bin carries the read noise: on smooth scenes at
-#: 1-1000 photons (four `smooth_scene`s of benchmarks/noise_estimation.py, gain 2, read noise 4, 40 draws) the read
-#: noise's rms error is 8.5 % with 1000 against 11.7 % with 2000 (10-1000 photons: 11.3 % and 11.8 %; 1-300: 1.8 %
-#: and 1.9 %)
-MIN_BIN_SITES = 1000
+MIN_BIN_SITES = 2000   # patch positions in a brightness bin, at the least
 SITE_BLOCK = 32        # checkerboard blocks (pixels) that split the area into a fitted and a held-out half
 
 
