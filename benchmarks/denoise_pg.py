@@ -25,7 +25,7 @@ With `--unsure`, only the Set12 crops with white Gaussian noise (10 and 25 grey 
 held for the first half of the run (the default), learning it from the first step, and `sure --noise auto`.
 
     python benchmarks/denoise_pg.py [--steps 300] [--photons 1 5 30] [--fmd-steps 300] [--skip-fmd] [--device cuda]
-        [--seeds 0 1 2]  (Set12 figures averaged over seeds: at 1 photon gr2r-poisson scored 15.47-17.39 over 3 seeds)
+        [--seeds 0 1 2]  (Set12 figures averaged over seeds: at 1 photon gr2r-poisson scored 15.47-17.20 over three)
     python benchmarks/denoise_pg.py --skip-set12 --fmd-losses pg-unsure --fmd-steps 2000 [--json ...]
         (only the FMD table; for a loss that learns the noise, each frame's learned and estimated variance over
         that of the frame against its 50-frame average, at the flatter half of its places: `agreement`)
@@ -70,7 +70,7 @@ GAIN, READ, OFFSET = 2.0, 3.0, 100.0
 NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8}
 TTA = True  # every method's reconstruction (the oracle's too) averaged over the eight symmetries; --no-tta: one pass
 BLEND = True  # every reconstruction blended with its measurement: the runs' own weights, the oracle's best (--no-blend)
-SEEDS = (0,)  # Set12 figures are means over these seeds (--seeds): at 1 photon one seed moves a method by up to 1.9 dB
+SEEDS = (0,)  # Set12 figures are means over these seeds (--seeds): at 1 photon three seeds spread a method over 1.7 dB
 
 
 def set12_clean(folder: str = "Set12") -> list[np.ndarray]:
