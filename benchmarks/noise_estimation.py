@@ -169,6 +169,7 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
         settings.append((scene, 1, 20, 2.0, 3.0, 100.0, False))  # the same at low counts
         settings.append((scene, 1, 100, 2.0, 4.0, 500.0, False))  # a larger offset
         settings.append((scene, 0.2, 3, 2.0, 3.0, 100.0, False))  # very low counts: read noise dominates
+        settings.append((scene, 5, 200, 1.5, 2.0, 0.0, False))  # offset-free at low counts, not told so
         for lo, hi, gain, read in ((2, 100, 2.0, 3.0), (1, 60, 4.0, 4.0), (5, 200, 1.5, 2.0)):
             settings.append((scene, lo, hi, gain, read, 0.0, True))  # 8-bit, clipped at 0 and 255
     rows = []

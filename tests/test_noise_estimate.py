@@ -97,6 +97,28 @@ def test_third_cumulant_leaves_offset_free_data_alone():
     assert analyze(frames).model.offset == 0.0
 
 
+def test_third_cumulant_level_above_the_darkest_data_is_not_taken():
+    """Offset-free data at 5-200 photons (gain 1.5, read noise 2) on a smooth scene: in one draw of sixteen the
+    third cumulant put the dark level at 23.2 +- 4.2, 5.5 standard errors above 0, and `auto` took it (read noise
+    6.2 for a true 2). The darkest data average 7.5 there, and no offset lies above the data: the level is refused,
+    with a note, and the line's choice stands."""
+    from sslrecon.noise.estimate import _dark_offset
+
+    rng = np.random.default_rng(11)
+    frames = [1.5 * rng.poisson(ramp_scene(lo=5, hi=200, linear=True)) + rng.normal(0, 2, (384, 384))
+              for _ in range(2)]
+    rep = analyze(frames)
+    dark = rep.dark
+    assert dark is not None and 5 < dark.darkest < 12, dark  # the darkest flat region: 7.5 counts
+    assert dark.below_data == (dark.offset <= dark.darkest + 2 * dark.se)
+    above = type(dark)(offset=dark.darkest + 3 * dark.se, se=dark.se, chi2=dark.chi2, bins=dark.bins,
+                       darkest=dark.darkest)
+    assert _dark_offset(above, rep.fit, rep.clipping) is None
+    assert isinstance(rep.model, PoissonGaussian) and rep.model.offset == 0.0, (rep.model, dark)
+    assert abs(rep.model.sigma / 2 - 1) < 0.3, rep.model
+    assert rep.to_dict()["dark_level_third_cumulant"]["below_data"] == dark.below_data
+
+
 def test_dark_offset_rules():
     """Which third-cumulant level `auto` takes as the offset: with a negative intercept only one above the
     least offset the line allows (a level below it leaves the line's choice, read noise 0); with a positive
@@ -116,6 +138,10 @@ def test_dark_offset_rules():
     positive = NS(slope=2.0, intercept=9.0, darkest_variance=20.0)
     assert _dark_offset(DarkLevel(2.4, 0.5, 1.0, 8), positive, free) is None  # 4.8 se
     assert _dark_offset(DarkLevel(2.6, 0.5, 1.0, 8), positive, free) == 2.6
+    # never above the darkest data (their means are offset + gain * photons), beyond two standard errors
+    assert _dark_offset(DarkLevel(100.0, 0.5, 1.0, 8, darkest=99.5), fit, free) == 100.0
+    assert _dark_offset(DarkLevel(100.0, 0.5, 1.0, 8, darkest=98.9), fit, free) is None
+    assert _dark_offset(DarkLevel(2.6, 0.5, 1.0, 8, darkest=1.0), positive, free) is None
     rng = np.random.default_rng(8)  # end to end: the line's choice stands and says so
     frames = [2.0 * rng.poisson(ramp_scene(lo=1, hi=300)) + 100 + rng.normal(0, 6, (384, 384)) for _ in range(2)]
     rep = analyze(frames)

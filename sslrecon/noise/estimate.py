@@ -60,8 +60,9 @@ intercept): the offset is taken as 0 unless given (`auto:offset=V`), or as the s
 explains a negative intercept. The third cumulant separates them where the counts are low (shot noise is
 skewed, read noise is not): `dark_level` finds where it puts the dark level, for white signal-dependent noise
 (it assumes independent pixels), and `auto` takes that as the offset only where its brightness bins agree (texture
-bends them), it is precise, no floor clips the data, and it lies above the line's own choice (by over five
-standard errors where that is 0, so offset-free data keep offset 0).
+bends them), it is precise, no floor clips the data, it lies above the line's own choice (by over five
+standard errors where that is 0, so offset-free data keep offset 0) and not above the darkest data (the mean of
+Poisson-Gaussian data is the offset plus the photons' signal, never less; `DarkLevel.below_data`).
 """
 from __future__ import annotations
 
@@ -1174,6 +1175,13 @@ class DarkLevel:
     se: float
     chi2: float
     bins: int
+    darkest: float = np.inf  # the darkest data away from clipping: the darkest local means, less their noise
+
+    @property
+    def below_data(self) -> bool:
+        """Whether the level lies below the darkest data, within two standard errors: Poisson-Gaussian data have
+        mean `offset + gain * photons`, never less than the offset."""
+        return self.offset <= self.darkest + 2 * self.se
 
     @property
     def consistent(self) -> bool:
@@ -1181,7 +1189,7 @@ class DarkLevel:
 
     def to_dict(self) -> dict:
         return {"offset": self.offset, "se": self.se, "chi2_per_dof": self.chi2, "bins": self.bins,
-                "consistent": self.consistent}
+                "consistent": self.consistent, "darkest_data": self.darkest, "below_data": self.below_data}
 
 
 def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -> DarkLevel | None:
@@ -1197,7 +1205,7 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     if fit.slope <= 0 or used.sum() < 2:
         return None
     lo, hi = float(np.min(fit.bin_mean[used])), float(np.max(fit.bin_mean[used]))
-    rs, mus, blocks, occupied, first = [], [], [], 0, 0
+    rs, mus, blocks, occupied, first, darkest = [], [], [], 0, 0, []
     for f in frames:
         g = _crop(f).astype(np.float64)
         if min(g.shape) < 16:
@@ -1206,6 +1214,7 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
         r = centre - sum(around) / 4
         mu = _box_mean_same(g, 7)[1:-1, 1:-1]
         touched = np.logical_or.reduce(_cross(clip.mask(g)))
+        darkest.append(mu[~touched])
         keep = ~touched & (mu >= lo) & (mu <= hi)
         rows, cols = np.nonzero(keep)
         rs.append(r[keep])
@@ -1258,7 +1267,11 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     m, k3, _ = cumulants(total)
     c1, c0 = line(total)
     chi2 = float(np.sum(((k3 - c1 * m - c0) / np.maximum(k3_se, 1e-300)) ** 2) / (SKEW_BINS - 2))
-    return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS)
+    # the 0.1th percentile of the local means, less the 3.09 sd by which their own noise (white: variance / 49) puts it
+    # below the darkest flat region's mean
+    q = float(np.quantile(np.concatenate(darkest), 0.001))
+    darkest = q + 3.09 * np.sqrt(max(float(fit.predict(q)), 0.0)) / 7
+    return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS, darkest=float(darkest))
 
 
 # --- model choice ---------------------------------------------------------------------------------
@@ -1392,6 +1405,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                 notes.append(f"offset {offset:.5g} from the third cumulant of the noise (shot noise is skewed, read "
                              f"noise is not; dark level {dark.offset:.5g} +- {dark.se:.2g}); --noise auto:offset=V "
                              "overrides it")
+            elif offset is None and dark is not None and not dark.below_data:
+                notes.append(f"the third cumulant's dark level {dark.offset:.5g} +- {dark.se:.2g} lies above the "
+                             f"darkest data ({dark.darkest:.5g}), which no offset can: not taken")
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
             if not corr.significant:
@@ -1495,8 +1511,11 @@ def _dark_offset(dark: DarkLevel | None, fit: MeanVarianceFit, clip: Clipping) -
     is not (the line's choice stands).
     With a positive intercept the line alone takes offset 0: the level is taken only when it is over
     `SKEW_OFFSET_Z` standard errors above 0, so offset-free data keep 0 (at three, one of five offset-free
-    draws of a smooth scene at 1-100 photons, gain 0.5, read noise 1, took a level of 2.2 +- 0.65: read noise +44 %)."""
-    if dark is None or not dark.consistent or clip.low is not None:
+    draws of a smooth scene at 1-100 photons, gain 0.5, read noise 1, took a level of 2.2 +- 0.65: read noise +44 %).
+    Never a level above the darkest data (`DarkLevel.below_data`): at 5-200 photons, gain 1.5, read noise 2 and no
+    offset, one draw of sixteen put it at 23.2 +- 4.2 (5.5 standard errors) where the darkest data average 11, and
+    took it, read noise 6.2."""
+    if dark is None or not dark.consistent or not dark.below_data or clip.low is not None:
         return None
     if fit.slope * dark.se > SKEW_PRECISION * fit.darkest_variance:
         return None
