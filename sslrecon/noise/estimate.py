@@ -1175,7 +1175,7 @@ class DarkLevel:
     se: float
     chi2: float
     bins: int
-    darkest: float = np.inf  # the darkest data away from clipping: the darkest local means, less their noise
+    darkest: float = np.inf  # the darkest data away from clipping: the darkest local means, corrected for their noise
 
     @property
     def below_data(self) -> bool:
@@ -1205,7 +1205,7 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     if fit.slope <= 0 or used.sum() < 2:
         return None
     lo, hi = float(np.min(fit.bin_mean[used])), float(np.max(fit.bin_mean[used]))
-    rs, mus, blocks, occupied, first, darkest = [], [], [], 0, 0, []
+    rs, mus, blocks, occupied, first, local = [], [], [], 0, 0, []
     for f in frames:
         g = _crop(f).astype(np.float64)
         if min(g.shape) < 16:
@@ -1214,7 +1214,7 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
         r = centre - sum(around) / 4
         mu = _box_mean_same(g, 7)[1:-1, 1:-1]
         touched = np.logical_or.reduce(_cross(clip.mask(g)))
-        darkest.append(mu[~touched])
+        local.append(mu[~touched])
         keep = ~touched & (mu >= lo) & (mu <= hi)
         rows, cols = np.nonzero(keep)
         rs.append(r[keep])
@@ -1267,9 +1267,9 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     m, k3, _ = cumulants(total)
     c1, c0 = line(total)
     chi2 = float(np.sum(((k3 - c1 * m - c0) / np.maximum(k3_se, 1e-300)) ** 2) / (SKEW_BINS - 2))
-    # the 0.1th percentile of the local means, less the 3.09 sd by which their own noise (white: variance / 49) puts it
-    # below the darkest flat region's mean
-    q = float(np.quantile(np.concatenate(darkest), 0.001))
+    # the 0.1th percentile of the local means, raised by the 3.09 sd by which their own noise (white: variance / 49)
+    # puts it below the mean of the darkest flat region
+    q = float(np.quantile(np.concatenate(local), 0.001))
     darkest = q + 3.09 * np.sqrt(max(float(fit.predict(q)), 0.0)) / 7
     return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS, darkest=float(darkest))
 
@@ -1407,7 +1407,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                              "overrides it")
             elif offset is None and dark is not None and not dark.below_data:
                 notes.append(f"the third cumulant's dark level {dark.offset:.5g} +- {dark.se:.2g} lies above the "
-                             f"darkest data ({dark.darkest:.5g}), which no offset can: not taken")
+                             f"darkest data ({dark.darkest:.5g}), where no offset can lie: not taken")
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
             if not corr.significant:
