@@ -350,7 +350,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 5.0, 30.0])
     ap.add_argument("--fmd-steps", type=int, default=300)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                     help="Set12 figures are means over these seeds (each seed's figure beside it in the JSON)")
     ap.add_argument("--fmd-losses", nargs="+", default=["pg-sure", "pg-unsure", "gr2r-poisson", "sure", "unsure"])
     ap.add_argument("--skip-fmd", action="store_true")

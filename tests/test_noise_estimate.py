@@ -98,10 +98,10 @@ def test_third_cumulant_leaves_offset_free_data_alone():
 
 
 def test_third_cumulant_level_above_the_darkest_data_is_not_taken():
-    """Offset-free data at 5-200 photons (gain 1.5, read noise 2) on a smooth scene: in one draw of sixteen the
-    third cumulant put the dark level at 23.2 +- 4.2, 5.5 standard errors above 0, and `auto` took it (read noise
-    6.2 for a true 2). The darkest data average 7.5 there, and no offset lies above the data: the level is refused,
-    with a note, and the line's choice stands."""
+    """Offset-free data at 5-200 photons (gain 1.5, read noise 2): in one draw of sixteen on benchmarks'
+    smooth scene the third cumulant put the dark level at 23.2 +- 4.2, 5.5 standard errors above 0, and `auto`
+    took it (read noise 6.2 for a true 2). Here (a ramp whose darkest data average 7.5) the darkest level is read
+    near that, a level three standard errors above it is refused, and the model keeps offset 0."""
     from sslrecon.noise.estimate import _dark_offset
 
     rng = np.random.default_rng(11)
