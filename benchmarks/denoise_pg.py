@@ -162,6 +162,7 @@ SET12_METHODS = (  # (name, loss, --noise, loss options)
     ("pg-sure finite difference --noise auto", "pg-sure", "auto", {"finite": "auto"}),
     ("pg-unsure", "pg-unsure", "auto", {}),
     ("gr2r-poisson (model known)", "gr2r-poisson", KNOWN, {}),
+    ("gr2r-poisson shifted split (model known)", "gr2r-poisson", KNOWN, {"split": "shifted"}),
 )
 
 
@@ -228,7 +229,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
             if loss == "pg-unsure":
                 row["pg-unsure learned"] = doc["noise_learned"]
             if loss == "gr2r-poisson":
-                row["gr2r-poisson alpha"] = doc["loss_options"]["alpha"]  # as alpha=auto settled it
+                row[f"{name} alpha"] = doc["loss_options"]["alpha"]  # as alpha=auto settled it
             if noise == "auto":
                 row[f"{name} start model"] = doc.get("noise_initial", doc["noise"])
         if only is None or GAUSSIAN_SURE in only:

@@ -39,9 +39,9 @@ def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
     assert code == 0, err
     assert json.loads(out)["noise"] == {"name": "pg", "gain": GAIN, "sigma": SIGMA, "offset": OFFSET}
     if loss == "gr2r-poisson":  # alpha "auto" is settled from the data before training and recorded as a number
-        alpha = json.loads((tmp_path / loss / "config.json").read_text())["loss_options"]["alpha"]
-        share = (SIGMA / GAIN) ** 2 / ((SIGMA / GAIN) ** 2 + 15.0)  # read noise's share of the counts' variance
-        assert alpha == pytest.approx(0.15 + 0.8 * share, abs=0.05)
+        options = json.loads((tmp_path / loss / "config.json").read_text())["loss_options"]
+        alpha = options["alpha"]  # the posterior split takes the model's read noise as it is: the lowest alpha
+        assert options["split"] == "posterior" and alpha == pytest.approx(0.15, abs=0.05)
         assert torch.load(tmp_path / loss / "model.pt", weights_only=True)["loss_options"]["alpha"] == alpha
         samples = json.loads((tmp_path / loss / "config.json").read_text())["loss_options"]["test_samples"]
         assert samples == auto_test_samples(alpha)  # "auto" settled with it

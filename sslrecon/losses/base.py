@@ -44,6 +44,8 @@ class Loss(nn.Module):
     own_risk: ClassVar[bool] = False
     #: Constructor arguments the tool sets itself (not `--loss-option`s: left out of the options a bad one lists).
     internal_options: ClassVar[tuple[str, ...]] = ()
+    #: Options that a checkpoint written before they existed was trained with, where today's default differs.
+    saved_defaults: ClassVar[dict] = {}
 
     @classmethod
     def supports(cls, noise: NoiseModel) -> bool:

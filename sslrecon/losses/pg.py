@@ -53,12 +53,24 @@ The counts `k = (y - offset) / gain` are split as `w ~ Binomial(k, alpha)`: `y1 
 `y2 = gain w / alpha` (plus the offset) are independent given the clean image and both have mean `x`, so
 `E|f(y1) - y2|^2 = E|f(y1) - x|^2 + E|y2 - x|^2`: a Noise2Noise pair from one measurement. Counts that are not
 integers (an estimated gain, a fractional offset) are split by unbiased random rounding, never by silent rounding; a
-negative remainder below the offset is shared by both halves, so each keeps the measurement's mean. Read noise
-(`pg`) uses the shifted-Poisson approximation (Snyder et al. 1993): `k + sigma^2 / gain^2` counts are thinned, which
-matches the mean and variance of Poisson-Gaussian data and is exact without read noise. Where read noise
-is a large share of the count variance the halves are measurably dependent, so `alpha` (the target's share
-of the counts) defaults to "auto" (`auto_alpha`): 0.15 for shot noise alone, up to about 0.7 where read noise
-dominates, settled once per run from a batch of training patches and recorded with the run's options.
+negative remainder below the offset is shared by both halves, so each keeps the measurement's mean. With read noise
+(`pg`) the photons are not observed, only `u = y - offset = gain k + r` with `r ~ N(0, sigma^2)`. The default
+`split="posterior"` draws `k` from its posterior given `u`, with the local mean count (5 x 5) as the Poisson prior's
+mean (`photon_posterior`), and splits the drawn photons by thinning and the rest `r = u - gain k` by Gaussian
+recorruption (`r + sqrt(alpha / (1 - alpha)) z` and `r - sqrt((1 - alpha) / alpha) z`): drawn with the clean count
+as the prior, `(k, r)` would have the law of the photons and the read noise themselves, and both splits are exact.
+At one photon with read noise 1.5 photons the target's mean given the input departs from the clean value by a mean
+square of 0.004 at alpha 0.15 (tested), where `split="shifted"`, the shifted-Poisson approximation (Snyder et al.
+1993: `k + sigma^2 / gain^2` counts thinned, matching the mean and variance but not the law), departs by 0.24 (0.10
+at alpha 0.7), as large as the best denoiser's error there, and a network learns the departure as signal. So
+`alpha` (the target's share of the counts) "auto" (`auto_alpha`) is 0.15, the network seeing most of the counts,
+unless the data hold read noise that the model leaves out (a dark level in its place), and for the shifted split it
+grows with the read noise's share, up to about 0.7 where it dominates; it is settled once per run from a batch of
+training patches and recorded with the run's options. On Set12 (gain 2, read noise 3, 300 steps, three seeds;
+`benchmarks/denoise_pg.py`) the posterior split scores 16.73 / 22.51 / 27.51 dB at 1 / 5 / 30 photons where the
+shifted one scores 16.20 / 22.34 / 27.54 (oracle 17.16 / 22.62 / 27.75). Pixels whose posterior spans over `POSTERIOR_WINDOW` counts (bright, with a read noise of many photons,
+where the shot noise is close to Gaussian, or outliers) take the shifted split. Runs from before the posterior split
+keep the shifted one (`saved_defaults`).
 Correlated noise (`corr:...,gain=...`, e.g. motion-corrected micrographs) cannot be thinned (its pixels are not
 independent counts), so the split is the family's Gaussian member with the model's covariance at the measurement
 (`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); so is white Gaussian noise, which holds no
@@ -67,10 +79,10 @@ the files of a batch that `--noise auto` found Gaussian beside others it found s
 batch's model). `pg-sure`
 takes correlated noise by the first-order estimate with the covariance (`sure`'s), since neither its second-order
 term nor the photon removal applies there.
-Cost per step: one network pass. Test-time rule: the average of `f(y1)` over `test_samples` splits ("auto": more
-as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at 0.7; `auto_test_samples`, also settled per run); its risk estimate
-is that of the average itself. With `y = (1 - alpha) y1 + alpha y2` (exact up to the random rounding of
-fractional counts) and `y2` independent of `y1`, `E<y - x, f(y1)> = (1 - alpha) E<y1 - x, f(y1)>`, and
+Cost per step: one network pass (and the posterior's draw, one elementwise sweep per candidate count). Test-time
+rule: the average of `f(y1)` over `test_samples` splits ("auto": more as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at
+0.7; `auto_test_samples`, also settled per run); its risk estimate is that of the average itself. With
+`y = (1 - alpha) y1 + alpha y2` (exact up to the shifted split's random rounding of fractional counts) and `y2` independent of `y1`, `E<y - x, f(y1)> = (1 - alpha) E<y1 - x, f(y1)>`, and
 `E<y1 - x, f(y1)> = E<y1 - y2, f(y1) - y1> + V / (1 - alpha)` (`y2` stands in for `x`, and `V / (1 - alpha)` is the
 input's noise variance), so `|g - y|^2 + V + 2 (1 - alpha) mean_k <y1 - y2, f(y1) - y1>` is unbiased for the error
 of the average `g` of any number of splits: SURE's form, with the split in place of the divergence. (Before, the
@@ -84,6 +96,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..noise.estimate import STENCIL_CUBES, STENCIL_SQUARES
@@ -178,7 +191,7 @@ def second_order_term(f, y: torch.Tensor, pg, eps: float, generator=None, dims=N
 ALPHA_LOW, ALPHA_SLOPE = 0.15, 0.8
 
 
-def read_share(y: torch.Tensor, pg) -> float:
+def read_share(y: torch.Tensor, pg, posterior: bool = False) -> float:
     """The share of the noise variance of `y` that is not shot noise: the larger of the model's (read noise
     `sigma^2` against `gain * mean count + sigma^2`) and the data's own, from the third cumulant. Shot noise has
     `kappa3 = gain * kappa2` and Gaussian noise none, so `1 - kappa3 / (gain * kappa2)` of the residual
@@ -189,37 +202,45 @@ def read_share(y: torch.Tensor, pg) -> float:
     read noise 3, offset 100: `poisson:gain=2.02,offset=95.2`; before the dark level was used, at 1 photon
     `poisson:gain=1.55,offset=93.7`, where the cumulants give 0.6, true 9 / 13 = 0.69). Texture inflates
     `kappa3` more than `kappa2` (measured on Set12 at 30 photons), which lowers the data's share: it errs towards
-    the model's."""
+    the model's. With `posterior` (the split that draws each pixel's photons from their posterior, which takes the
+    model's read noise as it is) only the data's share beyond the model's: the read noise the model leaves out."""
     y = y.double()
     dims = tuple(range(1, y.ndim))
     gain = torch.as_tensor(pg.gain, dtype=y.dtype, device=y.device)
     # in the data's units, so that a batch holding files of white Gaussian noise (gain 0 in the batch's model: all
     # of their variance is read noise) is pooled with the rest
     read = float((torch.as_tensor(pg.sigma, dtype=y.dtype, device=y.device) ** 2).expand_as(y).mean())
-    counted = float((gain * (y - pg.offset).clamp_min(0)).mean())  # the model's shot-noise variance
+    # the model's shot-noise variance, from each image's mean count (a pixel's clamped at 0 would count its read noise)
+    counted = float((gain * (y - pg.offset).mean(dims, keepdim=True).clamp_min(0)).mean())
     model = read / max(counted + read, 1e-300)
     if min(y.shape[-2:]) < 3:
-        return model
+        return 0.0 if posterior else model
     r = y[..., 1:-1, 1:-1] - (y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:]) / 4
     r = r - r.mean(dims, keepdim=True)
     k2, k3 = (r**2).mean(dims) / STENCIL_SQUARES, (r**3).mean(dims) / STENCIL_CUBES
     g = gain.flatten().expand(len(y)) if gain.numel() == 1 else gain.flatten()
     shot = float((g * k2).sum())
     data = 1 - float(k3.sum()) / shot if shot > 0 else 0.0  # (noise-free or Gaussian data say nothing)
+    if posterior:
+        return min(max(data - model, 0.0), 1.0)
     return min(max(model, data, 0.0), 1.0)
 
 
-def auto_alpha(y: torch.Tensor, pg) -> float:
+def auto_alpha(y: torch.Tensor, pg, posterior: bool = True) -> float:
     """The thinning fraction for measurements `y` with Poisson-Gaussian noise `pg`: `0.15 + 0.8 share`, with
-    `share` the noise variance's part that is not shot noise (`read_share`). The shifted-Poisson counts are not
-    Poisson, so the two halves of a split are not quite independent: `E[y2 | y1]` departs from the clean image by
-    a function of `y1` that a network learns as if it were signal. The departure comes from the counts the
-    input holds and shrinks as fewer are left in it, so more read noise calls for a larger `alpha`; for shot noise
-    alone the split is exact and `alpha` hardly matters (19.5-19.8 dB at 0.15-0.63, Set12 at one photon). Measured
-    on Set12 with gain 2 and read noise 3, 300 steps: at 1 photon per pixel (share 0.69) 12.6 / 13.9 / 15.2 / 15.8
-    dB for alpha 0.15 / 0.3 / 0.5 / 0.63; at 5 photons (0.31) 21.9 / 22.1 / 21.7 for 0.15 / 0.37 / 0.7; at 30
-    photons (0.07) 27.6 / 27.7 / 27.2 for 0.15 / 0.2 / 0.5."""
-    return ALPHA_LOW + ALPHA_SLOPE * read_share(y, pg)
+    `share` the part of the noise variance that the split does not take exactly (`read_share`). Thinning is exact for
+    shot noise, and there `alpha` hardly matters (19.5-19.8 dB at 0.15-0.63, Set12 at one photon), so the lowest
+    value, which leaves the network most of the counts, is best. The shifted-Poisson split (`split="shifted"`) treats
+    read noise as extra counts, which are not Poisson, so its halves are dependent: `E[y2 | y1]` departs from the
+    clean image by a function of `y1` that a network learns as if it were signal. The departure comes from the counts
+    the input holds and shrinks as fewer are left in it, so more read noise called for a larger `alpha` (Set12 with
+    gain 2 and read noise 3, 300 steps: at 1 photon per pixel, share 0.69, 12.6 / 13.9 / 15.2 / 15.8 dB for alpha
+    0.15 / 0.3 / 0.5 / 0.63; at 5 photons, 0.31, 21.9 / 22.1 / 21.7 for 0.15 / 0.37 / 0.7; at 30 photons, 0.07,
+    27.6 / 27.7 / 27.2 for 0.15 / 0.2 / 0.5). The posterior split (the default) takes the model's read noise
+    exactly, so only read noise the model leaves out (a dark level in its place) raises `alpha`: at 1 photon, while
+    it was developed, it scored 16.81 / 16.73 / 16.66 dB at alpha 0.15 / 0.3 / 0.5 (seed 0; three seeds 16.69 at
+    0.15 and 16.55 at 0.3, where the shifted split at its alpha 0.70 scored 16.30)."""
+    return ALPHA_LOW + ALPHA_SLOPE * read_share(y, pg, posterior)
 
 
 #: `test_samples="auto"`: `SAMPLES_PER_ODDS * alpha / (1 - alpha)` splits, at least `SAMPLES_MIN`, at most `SAMPLES_MAX`
@@ -237,27 +258,94 @@ def auto_test_samples(alpha: float) -> int:
     return int(min(SAMPLES_MAX, max(SAMPLES_MIN, math.ceil(SAMPLES_PER_ODDS * alpha / (1 - alpha)))))
 
 
+#: Side of the local mean of counts that is each pixel's prior for its photon count in the posterior split.
+PRIOR_BOX = 5
+#: Most candidate counts per pixel in the posterior split; a pixel whose posterior is wider (bright, with a read
+#: noise of many photons, or an outlier far from its neighbours) takes the shifted-Poisson split, which is close to
+#: exact where many counts make the shot noise nearly Gaussian.
+POSTERIOR_WINDOW = 64
+#: The prior's least mean count (a dark neighbourhood's local mean may be 0 or below).
+PRIOR_FLOOR = 1e-3
+#: From this prior mean count on, the posterior's window is that of its Gaussian approximation (7 sd each side).
+GAUSSIAN_PRIOR = 10.0
+
+
+def photon_posterior(u: torch.Tensor, gain, sigma, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(k, drawn)`: a photon count per pixel drawn from its posterior given `u = y - offset`, `P(k | u)` proportional
+    to `Poisson(k; lam) N(u - gain k; 0, sigma^2)`, with `lam` the local mean count (`PRIOR_BOX` square, at least
+    `PRIOR_FLOOR`), and where it was drawn (read noise, and a posterior within `POSTERIOR_WINDOW` counts). Drawn
+    with the clean count as the prior, `(k, u - gain k)` would have the law of the photons and the read noise
+    themselves, so their exact splits (binomial thinning, Gaussian recorruption) would give independent halves; the
+    local mean stands in for the clean count. One candidate count at a time by the Gumbel-max trick: memory of a
+    few images, whatever the window."""
+    gain = torch.as_tensor(gain, dtype=u.dtype, device=u.device)
+    sigma = torch.as_tensor(sigma, dtype=u.dtype, device=u.device)
+    read = (sigma > 0) & (gain > 0)
+    gain, sigma = torch.where(read, gain, torch.ones_like(gain)), torch.where(read, sigma, torch.ones_like(sigma))
+    c = u / gain
+    flat = c.reshape(-1, 1, *c.shape[-2:])
+    p = PRIOR_BOX // 2
+    lam = F.avg_pool2d(F.pad(flat, (p, p, p, p), mode="replicate"), PRIOR_BOX, stride=1).reshape(c.shape)
+    lam = lam.clamp_min(PRIOR_FLOOR)
+    # the posterior is log-concave: its mode lies between the prior's and the likelihood's, and it is no wider than
+    # the narrower of the two; from `GAUSSIAN_PRIOR` counts the prior is close to Gaussian, and so is the posterior
+    # (mean `m`, sd `v`), which narrows the window where the read noise is small beside the shot noise, but not for
+    # a value far out in the prior's tail (an outlier), which a Poisson prior holds far less tightly than a Gaussian
+    s2 = (sigma / gain) ** 2
+    spread = 6 * torch.minimum(s2.sqrt(), lam.sqrt() + 1)
+    lo, hi = torch.minimum(c, lam) - spread - 1, torch.maximum(c, lam) + spread + 1
+    m, v = lam * (s2 + c) / (lam + s2), (lam * s2 / (lam + s2)).sqrt()
+    near = (lam >= GAUSSIAN_PRIOR) & ((c - lam).abs() <= 4 * (lam + s2).sqrt())
+    lo = torch.where(near, torch.maximum(lo, m - 7 * v - 2), lo).floor().clamp_min(0)
+    hi = torch.where(near, torch.minimum(hi, m + 7 * v + 2), hi).ceil()
+    drawn = read & (hi - lo < POSTERIOR_WINDOW)
+    k = lo.clone()
+    if not bool(drawn.any()):
+        return k, drawn
+    # the prior's log-density relative to the window's first count, `j log(lam) - log((lo + j)! / lo!)`, stays exact
+    # in single precision however many counts a pixel holds
+    best, prior = torch.full_like(u, -math.inf), torch.zeros_like(u)
+    log_lam, scale = lam.log(), 2 * sigma**2
+    for j in range(int((hi - lo)[drawn].max()) + 1):
+        cand = lo + j
+        if j:
+            prior = prior + log_lam - cand.log()
+        gumbel = -torch.log(-torch.log(torch.rand(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+                                       .clamp(1e-12, 1 - 1e-7)))
+        score = prior - (u - gain * cand) ** 2 / scale + gumbel
+        better = (score > best) & (cand <= hi)
+        best, k = torch.where(better, score, best), torch.where(better, cand, k)
+    return k, drawn
+
+
 def thinnable(noise) -> bool:
     """Whether `gr2r-poisson` splits `noise` by binomial thinning: white signal-dependent (count) noise. Gaussian
     and correlated noise take the family's Gaussian member instead."""
     return noise.white and noise.signal_dependent
 
 
+#: How `gr2r-poisson` splits read noise (`GR2RPoisson.split`).
+SPLITS = ("posterior", "shifted")
+
+
 class GR2RPoisson(Loss):
     name = "gr2r-poisson"
     models = ("gaussian", "poisson", "pg", "corr")  # Gaussian and correlated noise: the family's Gaussian member
     own_risk = True
+    saved_defaults = {"split": "shifted"}  # (runs from before the posterior split)
 
-    def __init__(self, alpha: float | str = "auto", test_samples: int | str = "auto"):
+    def __init__(self, alpha: float | str = "auto", test_samples: int | str = "auto", split: str = "posterior"):
         super().__init__()
+        if split not in SPLITS:
+            raise ValueError(f"gr2r-poisson's split is {' or '.join(SPLITS)}, not {split!r}")
         if alpha != "auto" and not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
             raise ValueError(f"gr2r-poisson needs 0 < alpha < 1 or alpha=auto, not {alpha!r}")
         if test_samples != "auto" and not is_count(test_samples):
             raise ValueError(f"gr2r-poisson needs test_samples >= 1 or test_samples=auto, not {test_samples!r}")
-        self.alpha, self.test_samples = alpha, test_samples
+        self.alpha, self.test_samples, self.split_by = alpha, test_samples, split
 
     def options(self):
-        return {"alpha": self.alpha, "test_samples": self.test_samples}
+        return {"alpha": self.alpha, "test_samples": self.test_samples, "split": self.split_by}
 
     def adapt(self, y, physics=DENOISING):
         if self.alpha == "auto":
@@ -270,15 +358,19 @@ class GR2RPoisson(Loss):
         and for Gaussian or correlated noise, whose Gaussian split is exact, `ALPHA_LOW`."""
         if self.alpha != "auto":
             return self.alpha
-        return auto_alpha(y, noise.as_pg()) if thinnable(noise) else ALPHA_LOW
+        return auto_alpha(y, noise.as_pg(), self.split_by == "posterior") if thinnable(noise) else ALPHA_LOW
 
     def split(self, y, physics, generator=None, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target. For
-        correlated noise (`corr:...`, Gaussian with the model's covariance at the measurement) and white Gaussian noise
-        (no counts to thin) the Gaussian member of the family: `y1 = y + sqrt(alpha / (1 - alpha)) z`,
-        `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with that covariance (`noise_like`), whose noises are
-        independent for Gaussian noise, of variances `S / (1 - alpha)` and `S / alpha` as a split's halves
-        (Recorrupted-to-Recorrupted)."""
+        """`(y1, y2)`: the network's input (a fraction `1 - alpha` of the counts, rescaled) and its target. With read
+        noise, `split="posterior"` (the default) draws each pixel's photons `k` from their posterior
+        (`photon_posterior`) and splits `k` by thinning and the rest, `u - gain k`, by Gaussian recorruption
+        (`+ sqrt(alpha / (1 - alpha)) z` and `- sqrt((1 - alpha) / alpha) z`, `z ~ N(0, sigma^2)`); `split="shifted"`
+        and the pixels outside the posterior's window thin `u / gain + sigma^2 / gain^2` shifted-Poisson counts.
+        Either way `(1 - alpha) y1 + alpha y2 = y`. For correlated noise (`corr:...`, Gaussian with the model's
+        covariance at the measurement) and white Gaussian noise (no counts to thin) the Gaussian member of the family:
+        `y1 = y + sqrt(alpha / (1 - alpha)) z`, `y2 = y - sqrt((1 - alpha) / alpha) z` with `z` drawn with that
+        covariance (`noise_like`), whose noises are independent for Gaussian noise, of variances `S / (1 - alpha)` and
+        `S / alpha` as a split's halves (Recorrupted-to-Recorrupted)."""
         noise = self.noise_of(physics)
         alpha = self._alpha(y, noise) if alpha is None else alpha
         if not thinnable(noise):  # Recorrupted-to-Recorrupted's pair, scaled to a split's share
@@ -287,15 +379,25 @@ class GR2RPoisson(Loss):
         gain = torch.as_tensor(pg.gain, dtype=y.dtype, device=y.device)
         counted = gain > 0  # a batch's files of white Gaussian noise (gain 0) hold no counts: the Gaussian split
         gain = torch.where(counted, gain, torch.ones_like(gain))
-        shift = pg.sigma**2 / gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
-        counts = (y - pg.offset + shift) / gain
+        sigma = torch.as_tensor(pg.sigma, dtype=y.dtype, device=y.device)
+        u = y - pg.offset
+        shift = sigma**2 / gain  # shifted Poisson: sigma^2 / gain^2 extra counts carry the read noise
+        counts = (u + shift) / gain
         whole = counts.clamp_min(0)
         rest = counts - whole  # the part below zero (read noise under the dark level), shared by both halves
         floor = whole.floor()
         k = floor + (torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype) < whole - floor).to(y.dtype)
+        base, drawn = pg.offset - shift + gain * rest, None
+        if self.split_by == "posterior" and bool((sigma > 0).any()):
+            photons, drawn = photon_posterior(u, gain, sigma, generator)
+            k = torch.where(drawn, photons, k)
+            base = torch.where(drawn, pg.offset + u - gain * photons, base)  # the read noise's part, split by z
         w = torch.binomial(k, torch.full_like(k, alpha), generator=generator)
-        base = pg.offset - shift + gain * rest
         y1, y2 = base + gain * (k - w) / (1 - alpha), base + gain * w / alpha
+        if drawn is not None:
+            z = torch.where(drawn, sigma, 0.0) * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            a = math.sqrt(alpha / (1 - alpha))
+            y1, y2 = y1 + a * z, y2 - z / a
         if bool(counted.all()):
             return y1, y2
         g1, g2 = self._gaussian_split(y, noise, alpha, generator)
