@@ -257,6 +257,9 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     options = {**cfg.loss_options, "groups": len(paths)} if learns else cfg.loss_options
     if learns and resume is not None:  # a resumed run keeps the hold it was planned with (none before there was one)
         options["hold_steps"] = resume["loss_options"].get("hold_steps", 0)
+    if resume is not None:  # a run from before an option existed resumes with what it was trained with
+        saved = LOSSES[cfg.loss].saved_defaults
+        options = {**{k: v for k, v in saved.items() if k not in resume["loss_options"]}, **options}
     loss = build_loss(cfg.loss, **options)
     if learns:
         loss.plan(cfg.steps)  # settles what follows the run's length (hold_steps="auto")

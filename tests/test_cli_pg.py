@@ -59,6 +59,23 @@ def test_known_model_losses_end_to_end(loss, pg_data, tmp_path, capsys):
     assert code == 2 and "--test-samples" in err and err.count("\n") == 1 and not (tmp_path / "zero").exists()
 
 
+def test_a_gr2r_run_from_before_the_posterior_split_resumes_with_the_shifted_one(pg_data, tmp_path, capsys):
+    """A run trained before `split` existed used the shifted-Poisson split: `--resume` continues with it (a new
+    run, and one that recorded its split, take theirs)."""
+    data, _ = pg_data
+    spec = f"pg:gain={GAIN},sigma={SIGMA},offset={OFFSET}"
+    out_dir = tmp_path / "old"
+    code, out, err = run(["fit", data, "-o", out_dir, "--loss", "gr2r-poisson", "--noise", spec, "--json", *TINY], capsys)
+    assert code == 0, err
+    assert json.loads(out)["loss_options"]["split"] == "posterior"
+    last = torch.load(out_dir / "last.pt", weights_only=False)
+    del last["loss_options"]["split"]  # as written before the option existed
+    torch.save(last, out_dir / "last.pt")
+    code, out, err = run(["fit", data, "-o", out_dir, "--resume", "--json", *TINY[:1], "6", *TINY[2:]], capsys)
+    assert code == 0, err
+    assert json.loads(out)["loss_options"]["split"] == "shifted"
+
+
 def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsys):
     data, _ = pg_data
     out_dir = tmp_path / "unsure"
