@@ -26,7 +26,7 @@ from .engine.train import train
 from .errors import ConfigError, InputError
 from .io import ImageFile, check_output, find_inputs, open_image, write_like
 from .io.base import atomic_output
-from .losses import LOSSES, build_loss
+from .losses import LOSSES, build_loss, earlier_defaults
 from .models import UNet, UNetConfig
 from .noise import AutoNoise, NoiseReport, analyze_noise, parse_noise
 from .noise.estimate import central_crop, one_session, per_frame
@@ -258,8 +258,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     if learns and resume is not None:  # a resumed run keeps the hold it was planned with (none before there was one)
         options["hold_steps"] = resume["loss_options"].get("hold_steps", 0)
     if resume is not None:  # a run from before an option existed resumes with what it was trained with
-        saved = LOSSES[cfg.loss].saved_defaults
-        options = {**{k: v for k, v in saved.items() if k not in resume["loss_options"]}, **options}
+        options = {**earlier_defaults(cfg.loss, resume["loss_options"]), **options}
     loss = build_loss(cfg.loss, **options)
     if learns:
         loss.plan(cfg.steps)  # settles what follows the run's length (hold_steps="auto")

@@ -454,11 +454,12 @@ def _split_dependence(alpha, split, side=548, bins=64):
     y = model.sample(x, generator=torch.Generator().manual_seed(0))
     y1, y2 = build_loss("gr2r-poisson", alpha=alpha, split=split).split(y, Denoising(model),
                                                                          torch.Generator().manual_seed(1))
-    _, which = torch.unique(y1.flatten(), return_inverse=True)
     if split == "posterior":  # (the shifted split's y1 sits on a grid of count values, but below the dark level,
         # where both halves are the measurement itself and each value is its own; the posterior's nowhere)
         edges = torch.quantile(y1.flatten().float(), torch.linspace(0, 1, bins + 1)[1:-1]).double()
         which = torch.bucketize(y1.flatten(), edges)
+    else:
+        _, which = torch.unique(y1.flatten(), return_inverse=True)
     e = (y2 - x).flatten()
     count = torch.bincount(which).double()
     keep = count >= 1000

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..data import Normalization
-from ..losses import LOSSES, Loss, build_loss, sure_mse
+from ..losses import Loss, build_loss, earlier_defaults, sure_mse
 from ..losses.base import is_count
 from ..models import UNet, UNetConfig
 from ..noise.models import NoiseModel
@@ -56,8 +56,8 @@ class Reconstructor:
         model.load_state_dict(state["model"])
         model.to(device).eval()
         norm = Normalization(**state["normalization"])
-        saved = LOSSES[state["loss"]].saved_defaults if state["loss"] in LOSSES else {}
-        opts = {**saved, **state["loss_options"], **(loss_options or {})}
+        recorded = state["loss_options"]
+        opts = {**earlier_defaults(state["loss"], recorded), **recorded, **(loss_options or {})}
         loss = build_loss(state["loss"], **opts)
         if state.get("loss_state"):
             loss.load_state_dict(state["loss_state"])

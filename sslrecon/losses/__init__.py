@@ -15,7 +15,7 @@ from .unsure import PgUnsure, Unsure
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (SureGaussian, PgSure, Unsure, PgUnsure, R2RGaussian,
                                                             GR2RPoisson, Noise2Self)}
 
-__all__ = ["LOSSES", "Loss", "LossOutput", "build_loss", "parse_options", "sure_mse"]
+__all__ = ["LOSSES", "Loss", "LossOutput", "build_loss", "earlier_defaults", "parse_options", "sure_mse"]
 
 
 def build_loss(name: str, **options) -> Loss:
@@ -27,6 +27,13 @@ def build_loss(name: str, **options) -> Loss:
         cls = LOSSES[name]
         known = ", ".join(k for k in inspect.signature(cls).parameters if k not in cls.internal_options) or "none"
         raise ConfigError(f"bad option for loss {name}: {e}", fix=f"its options are: {known}") from None
+
+
+def earlier_defaults(name: str, recorded: dict) -> dict:
+    """For a checkpoint of loss `name` whose recorded options are `recorded`: the options it lacks because they were
+    added after it was written, with the value such a run was trained with (`Loss.saved_defaults`)."""
+    saved = LOSSES[name].saved_defaults if name in LOSSES else {}
+    return {k: v for k, v in saved.items() if k not in recorded}
 
 
 def parse_options(items: list[str]) -> dict:

@@ -82,7 +82,8 @@ term nor the photon removal applies there.
 Cost per step: one network pass (and the posterior's draw, one elementwise sweep per candidate count). Test-time
 rule: the average of `f(y1)` over `test_samples` splits ("auto": more as `alpha` grows, 5 at 0.2, 10 at 0.4, 35 at
 0.7; `auto_test_samples`, also settled per run); its risk estimate is that of the average itself. With
-`y = (1 - alpha) y1 + alpha y2` (exact up to the shifted split's random rounding of fractional counts) and `y2` independent of `y1`, `E<y - x, f(y1)> = (1 - alpha) E<y1 - x, f(y1)>`, and
+`y = (1 - alpha) y1 + alpha y2` (exact up to the shifted split's random rounding of fractional counts) and `y2`
+independent of `y1`, `E<y - x, f(y1)> = (1 - alpha) E<y1 - x, f(y1)>`, and
 `E<y1 - x, f(y1)> = E<y1 - y2, f(y1) - y1> + V / (1 - alpha)` (`y2` stands in for `x`, and `V / (1 - alpha)` is the
 input's noise variance), so `|g - y|^2 + V + 2 (1 - alpha) mean_k <y1 - y2, f(y1) - y1>` is unbiased for the error
 of the average `g` of any number of splits: SURE's form, with the split in place of the divergence. (Before, the
@@ -191,7 +192,7 @@ def second_order_term(f, y: torch.Tensor, pg, eps: float, generator=None, dims=N
 ALPHA_LOW, ALPHA_SLOPE = 0.15, 0.8
 
 
-def read_share(y: torch.Tensor, pg, posterior: bool = False) -> float:
+def read_share(y: torch.Tensor, pg, posterior: bool) -> float:
     """The share of the noise variance of `y` that is not shot noise: the larger of the model's (read noise
     `sigma^2` against `gain * mean count + sigma^2`) and the data's own, from the third cumulant. Shot noise has
     `kappa3 = gain * kappa2` and Gaussian noise none, so `1 - kappa3 / (gain * kappa2)` of the residual
