@@ -184,7 +184,7 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
 
 #: mean photon count below which `--loss auto` takes `gr2r-poisson` for white Poisson(-Gaussian) noise: over three
 #: seeds at 1 / 5 photons (Set12, read noise 3) it beat pg-sure by 2.2 / 0.2 dB (16.73 / 14.57, 22.51 / 22.29), and
-#: tied on the FMD frames (1-3 photons, 36.06 / 36.23); at 30 photons they are within 0.25 dB (27.59 / 27.38), and
+#: tied on the FMD frames (1-3 photons, 36.03 / 36.07); at 30 photons they are within 0.25 dB (27.59 / 27.38), and
 #: pg-sure's one test-time pass is 5x cheaper (benchmarks/results/denoise_pg_three_seeds.json, denoise_pg_fmd.json)
 GR2R_BELOW_COUNTS = 20.0
 
