@@ -255,10 +255,11 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         cfg = replace(cfg, loss=auto_loss(noise, norm.shift))  # (the shift is the data's mean)
     learns = LOSSES[cfg.loss].learns_noise  # then the given or estimated models only start its own, per file
     options = {**cfg.loss_options, "groups": len(paths)} if learns else cfg.loss_options
-    if learns and resume is not None:  # a resumed run keeps the hold it was planned with (none before there was one)
-        options["hold_steps"] = resume["loss_options"].get("hold_steps", 0)
     if resume is not None:  # a run from before an option existed resumes with what it was trained with
-        options = {**earlier_defaults(cfg.loss, resume["loss_options"]), **options}
+        earlier = earlier_defaults(cfg.loss, resume["loss_options"])
+        options = {**earlier, **options}
+        if learns:  # and the hold it was planned with, whatever the command says
+            options["hold_steps"] = {**earlier, **resume["loss_options"]}["hold_steps"]
     loss = build_loss(cfg.loss, **options)
     if learns:
         loss.plan(cfg.steps)  # settles what follows the run's length (hold_steps="auto")

@@ -76,6 +76,22 @@ def test_a_gr2r_run_from_before_the_posterior_split_resumes_with_the_shifted_one
     assert json.loads(out)["loss_options"]["split"] == "shifted"
 
 
+def test_a_pg_unsure_run_from_before_the_hold_resumes_without_one(pg_data, tmp_path, capsys):
+    """A run trained before `hold_steps` existed learned from its first step: `--resume` keeps that (0), from the
+    losses' shared `saved_defaults` (the old code's own special case gave the same)."""
+    data, _ = pg_data
+    out_dir = tmp_path / "old_unsure"
+    code, out, err = run(["fit", data, "-o", out_dir, "--loss", "pg-unsure", "--json", *TINY], capsys)
+    assert code == 0, err
+    assert json.loads(out)["loss_options"]["hold_steps"] == 2
+    last = torch.load(out_dir / "last.pt", weights_only=False)
+    del last["loss_options"]["hold_steps"]  # as written before the option existed
+    torch.save(last, out_dir / "last.pt")
+    code, out, err = run(["fit", data, "-o", out_dir, "--resume", "--json", *TINY[:1], "6", *TINY[2:]], capsys)
+    assert code == 0, err
+    assert json.loads(out)["loss_options"]["hold_steps"] == 0
+
+
 def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsys):
     data, _ = pg_data
     out_dir = tmp_path / "unsure"

@@ -68,9 +68,9 @@ unless the data hold read noise that the model leaves out (a dark level in its p
 grows with the read noise's share, up to about 0.7 where it dominates; it is settled once per run from a batch of
 training patches and recorded with the run's options. On Set12 (gain 2, read noise 3, 300 steps, three seeds;
 `benchmarks/denoise_pg.py`) the posterior split scores 16.73 / 22.51 / 27.59 dB at 1 / 5 / 30 photons where the
-shifted one scores 16.37 / 22.35 / 27.43 (oracle 17.16 / 22.62 / 27.75). Pixels whose posterior spans over `POSTERIOR_WINDOW` counts (bright, with a read noise of many photons,
-where the shot noise is close to Gaussian, or outliers) take the shifted split. Runs from before the posterior split
-keep the shifted one (`saved_defaults`).
+shifted one scores 16.37 / 22.35 / 27.43 (oracle 17.16 / 22.62 / 27.75). Pixels whose posterior spans over
+`POSTERIOR_WINDOW` counts (bright, with a read noise of many photons, where the shot noise is close to Gaussian, or
+outliers) take the shifted split. Runs from before the posterior split keep the shifted one (`saved_defaults`).
 Correlated noise (`corr:...,gain=...`, e.g. motion-corrected micrographs) cannot be thinned (its pixels are not
 independent counts), so the split is the family's Gaussian member with the model's covariance at the measurement
 (`split`), with `alpha` 0.15 for "auto" (the Gaussian split is exact); so is white Gaussian noise, which holds no

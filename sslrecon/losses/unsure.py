@@ -106,6 +106,7 @@ class _Learned(Loss):
     learns_noise = True
     models = None  # the noise model given only initialises the multipliers
     internal_options = ("groups",)  # one set of multipliers per input file: `fit` passes the number of files
+    saved_defaults = {"hold_steps": 0}  # (runs from before the hold learned from their first step)
     _names: tuple[str, ...] = ()
     #: buffers a loss holds per group beside its multipliers, with the value a run saved before them implies
     _held: dict[str, float] = {}
