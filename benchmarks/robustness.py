@@ -2,7 +2,7 @@
 
 Eight BSD68 crops (the centre 128x128 of the 11th to 18th image, sorted by name) made into counts at a few photons
 per pixel at the mean and measured as `offset + gain * Poisson + N(0, read^2)`, one draw (seed 5, the scenarios in
-order), written as TIFF in the dtype a detector would give. Each loss trains a width-16 U-Net for `--steps` steps on
+order; a scenario named alone gets the same draw as in the full run), written as TIFF in the dtype a detector would give. Each loss trains a width-16 U-Net for `--steps` steps on
 patches of 48 with `--noise auto` (as a user without a model would run it); PSNR of `reconstruct`'s output against
 the clean counts (the clean set's range), beside the noisy input's, and the model the run used or learned. A row
 below the noisy input is a failure a user would meet; a refusal is printed with its reason.
@@ -13,8 +13,8 @@ below the noisy input is a failure a user would meet; a refusal is printed with 
 `reconstruct` averages over the eight symmetries and blends with the measurement by the run's weight (its defaults)
 unless `--no-tta` / `--no-blend`; each row records the weight.
 
-The high signal-to-noise scenarios (`HIGH_SNR`: 300 and 3000 photons per pixel) run only when named, drawn from the
-same seed on their own: `--scenarios bright-300 bright-3000 --json benchmarks/results/robustness_bright.json`.
+The high signal-to-noise scenarios (`HIGH_SNR`: 300 and 3000 photons per pixel) run only when named, drawn in their
+own order from the same seed: `--scenarios bright-300 bright-3000 --json benchmarks/results/robustness_bright.json`.
 """
 from __future__ import annotations
 
@@ -60,16 +60,28 @@ def crops() -> list[np.ndarray]:
     return [c[64:192, 64:192] for c in set12_clean("BSD68")[10:18]]
 
 
-def measure(clean01: list[np.ndarray], name: str, rng, steps: int, losses: list[str], tmp: Path,
+def draw(clean01: list[np.ndarray], names: list[str]) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """(clean, noisy) images of each named scenario. Every scenario of its group (`SCENARIOS`, `HIGH_SNR`) is drawn in
+    order from seed 5, named or not, so that a scenario run alone meets the noise of the full run."""
+    out = {}
+    for group in (SCENARIOS, HIGH_SNR):
+        if not any(n in group for n in names):
+            continue
+        rng = np.random.default_rng(5)
+        for name, (photons, gain, read, offset, dtype) in group.items():
+            mean01 = np.mean([c.mean() for c in clean01])
+            lams = [photons * c / mean01 for c in clean01]
+            noisy = [offset + gain * rng.poisson(lam) + (rng.normal(0, read, lam.shape) if read else 0) for lam in lams]
+            if dtype != "float32":
+                top = np.iinfo(dtype).max
+                noisy = [np.clip(np.round(n), 0, top).astype(dtype) for n in noisy]
+            out[name] = ([offset + gain * lam for lam in lams], noisy)
+    return {n: out[n] for n in names}
+
+
+def measure(clean: list[np.ndarray], noisy: list[np.ndarray], name: str, steps: int, losses: list[str], tmp: Path,
             tta: bool = True, blend: bool = True) -> dict:
     photons, gain, read, offset, dtype = ALL_SCENARIOS[name]
-    mean01 = np.mean([c.mean() for c in clean01])
-    lams = [photons * c / mean01 for c in clean01]
-    clean = [offset + gain * lam for lam in lams]
-    noisy = [offset + gain * rng.poisson(lam) + (rng.normal(0, read, lam.shape) if read else 0) for lam in lams]
-    if dtype != "float32":
-        top = np.iinfo(dtype).max
-        noisy = [np.clip(np.round(n), 0, top).astype(dtype) for n in noisy]
     folder = tmp / name / "in"
     folder.mkdir(parents=True)
     for i, n in enumerate(noisy):
@@ -108,10 +120,10 @@ def main() -> None:
     ap.add_argument("--no-blend", action="store_true", help="the network's reconstruction, not blended with the input")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    rng, clean01, rows = np.random.default_rng(5), crops(), {}
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.scenarios:
-            rows[name] = measure(clean01, name, rng, args.steps, args.losses, Path(tmp), not args.no_tta,
+        for name, (clean, noisy) in draw(crops(), args.scenarios).items():
+            rows[name] = measure(clean, noisy, name, args.steps, args.losses, Path(tmp), not args.no_tta,
                                  not args.no_blend)
     failures = [f"{n} {loss}" for n, r in rows.items() for loss in args.losses
                 if "psnr" not in r[loss] or r[loss]["psnr"] <= r["noisy"]]
