@@ -958,7 +958,7 @@ class Correlation:
     def significant(self) -> bool:
         """Correlated noise is correlated at every brightness, while fine texture raises the
         correlation only where the signal-to-noise ratio is high: every tercile must exceed the
-        threshold, each with enough blocks."""
+        threshold, clearly (`marginal`), each with enough blocks."""
         return (self.blocks >= 3 * MIN_CORR_BLOCKS and len(self.lag1_terciles) == 3
                 and min(self.lag1_terciles) > CORR_THRESHOLD and not self.marginal and not self.texture
                 and not self.uneven)
