@@ -2,10 +2,11 @@
 
 Eight BSD68 crops (the centre 128x128 of the 11th to 18th image, sorted by name) made into counts at a few photons
 per pixel at the mean and measured as `offset + gain * Poisson + N(0, read^2)`, one draw (seed 5, the scenarios in
-order; a scenario named alone gets the same draw as in the full run), written as TIFF in the dtype a detector would give. Each loss trains a width-16 U-Net for `--steps` steps on
-patches of 48 with `--noise auto` (as a user without a model would run it); PSNR of `reconstruct`'s output against
-the clean counts (the clean set's range), beside the noisy input's, and the model the run used or learned. A row
-below the noisy input is a failure a user would meet; a refusal is printed with its reason.
+order; a scenario named alone gets the same draw as in the full run), written as TIFF in the dtype a detector would
+give. Each loss trains a width-16 U-Net for `--steps` steps on patches of 48 with `--noise auto` (as a user without
+a model would run it); PSNR of `reconstruct`'s output against the clean counts (the clean set's range), beside the
+noisy input's, and the model the run used or learned. A row below the noisy input is a failure a user would meet; a
+refusal is printed with its reason.
 
     python benchmarks/robustness.py [--steps 200] [--scenarios tiny-units emccd ...] [--losses sure n2s ...]
         [--no-tta] [--no-blend] [--json benchmarks/results/robustness.json]
@@ -63,13 +64,12 @@ def crops() -> list[np.ndarray]:
 def draw(clean01: list[np.ndarray], names: list[str]) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
     """(clean, noisy) images of each named scenario. Every scenario of its group (`SCENARIOS`, `HIGH_SNR`) is drawn in
     order from seed 5, named or not, so that a scenario run alone meets the noise of the full run."""
-    out = {}
+    out, mean01 = {}, np.mean([c.mean() for c in clean01])
     for group in (SCENARIOS, HIGH_SNR):
         if not any(n in group for n in names):
             continue
         rng = np.random.default_rng(5)
         for name, (photons, gain, read, offset, dtype) in group.items():
-            mean01 = np.mean([c.mean() for c in clean01])
             lams = [photons * c / mean01 for c in clean01]
             noisy = [offset + gain * rng.poisson(lam) + (rng.normal(0, read, lam.shape) if read else 0) for lam in lams]
             if dtype != "float32":

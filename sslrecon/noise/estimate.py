@@ -1062,22 +1062,24 @@ def _rise_z(prod: np.ndarray, dark: np.ndarray, bright: np.ndarray) -> float:
                      for (d, db), (b, bb) in _lag1_bootstrap(prod, [dark, bright])))
 
 
-def _spread_z(prod: np.ndarray, parts: list[np.ndarray]) -> float:
+def _spread_z(boot: list[list[tuple[float, np.ndarray]]]) -> float:
     """How many bootstrap standard errors apart the most and the least correlated brightness terciles' lag-1
-    normalised products lie, in the direction where they differ most."""
+    normalised products lie, in the direction where they differ most (`boot`: the terciles' `_lag1_bootstrap`)."""
     z = []
-    for direction in _lag1_bootstrap(prod, parts):
+    for direction in boot:
         vals = [x for x, _ in direction]
         (hi, hb), (lo, lb) = direction[int(np.argmax(vals))], direction[int(np.argmin(vals))]
         z.append((hi - lo) / max(float(np.hypot(np.std(hb), np.std(lb))), 1e-12))
     return float(max(z))
 
 
-def _excess_z(prod: np.ndarray, parts: list[np.ndarray], by_part: list[np.ndarray], R: np.ndarray, block: int) -> float:
+def _excess_z(prod: np.ndarray, parts: list[np.ndarray], boot: list[list[tuple[float, np.ndarray]]],
+              by_part: list[np.ndarray], R: np.ndarray, block: int) -> float:
     """The smallest, over brightness terciles, of the standard errors (block bootstrap) by which the tercile's lag-1
     correlation (`by_part`, unbiased) exceeds `CORR_THRESHOLD`, in the direction where it does most. The bootstrap
-    resamples the raw normalised products; the unbiasing's slope at the tercile's own value carries their spread over."""
-    z, boot = [], _lag1_bootstrap(prod, parts)
+    (`boot`: the terciles' `_lag1_bootstrap`) resamples the raw normalised products; the unbiasing's slope at the
+    tercile's own value carries their spread over."""
+    z = []
     for k, (part, acf) in enumerate(zip(parts, by_part)):
         obs = prod[part].mean(0)
         obs = obs / obs[LAGS, LAGS]
@@ -1173,8 +1175,9 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
             if rise is not None and rise > RISE_Z:  # the brighter blocks' texture: the darkest third's correlation
                 acf = by_part[0]
             quiet = _quiet_z(prod, frame, acf, R, block)
-            spread = _spread_z(prod, parts)
-            excess = _excess_z(prod, parts, by_part, R, block)
+            boot = _lag1_bootstrap(prod, parts)  # (one resampling for both tests)
+            spread = _spread_z(boot)
+            excess = _excess_z(prod, parts, boot, by_part, R, block)
     return Correlation(acf, terciles, len(prod), quiet, rise, spread, excess)
 
 
@@ -1421,17 +1424,16 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         lo, hi = corr.lag1_terciles[0], corr.lag1_terciles[-1]
         notes.append(f"lag-1 correlation rising with brightness, from {lo:.2f} to {hi:.2f} ({corr.rise_z:.1f} standard "
                      "errors), as texture's does where the noise follows the signal: the darkest third's taken")
+    terciles = " / ".join(f"{t:.2f}" for t in corr.lag1_terciles)
     if corr.significant:
         notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
     elif corr.texture:
         notes.append(f"lag-1 correlation {corr.lag1:.2f}, but {-corr.quiet_z:.1f} standard errors lower in the quieter "
                      "half of the flat blocks than stationary noise would be: taken as texture")
     elif corr.uneven:
-        terciles = " / ".join(f"{t:.2f}" for t in corr.lag1_terciles)
         notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest ({corr.spread_z:.1f} "
                      "standard errors apart), where stationary noise gives the same at every brightness: taken as texture")
     elif corr.marginal:
-        terciles = " / ".join(f"{t:.2f}" for t in corr.lag1_terciles)
         notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest, but not every one clearly "
                      f"over {CORR_THRESHOLD:g} (the least by {corr.excess_z:.1f} standard errors): taken as texture")
     elif corr.lag1 > CORR_THRESHOLD:
