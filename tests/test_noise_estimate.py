@@ -395,6 +395,7 @@ def test_epu_micrograph_noise_level_matches_its_variance():
     # one model with both, so SURE does not let a network copy the correlation
     assert rep.kind == "signal-dependent" and isinstance(rep.model, Correlated) and rep.model.gain > 0
     assert min(rep.correlation.lag1_terciles) > 0.5
+    assert not rep.correlation.nonstationary, rep.correlation.spread_ratio
 
 
 @needs_shared
@@ -529,6 +530,7 @@ def test_signal_dependent_correlated_noise_is_recognised_with_both():
 
     assert auto_loss(rep.model) == "sure"  # generalised SURE takes the covariance; pg-sure would not
     assert not rep.correlation.rises, rep.correlation.rise_z  # stationary: as correlated at every brightness
+    assert rep.correlation.spread_ratio < 1.3, rep.correlation.spread_ratio  # and as spread in every flat block
     white = analyze([2.0 * np.random.default_rng(1).poisson(ramp_scene(lo=20, hi=500)) for _ in range(2)])
     assert isinstance(white.model, (Poisson, PoissonGaussian))
 
@@ -583,6 +585,27 @@ def test_texture_crossing_the_correlation_threshold_by_chance_is_not_taken_for_c
     assert min(corr.lag1_terciles) > CORR_THRESHOLD and corr.marginal and not corr.significant, corr
     assert abs(rep.model.gain / 1.5 - 1) < 0.05, rep.model
     assert any("not every one clearly over" in n for n in rep.notes), rep.notes
+
+
+@needs_shared
+@pytest.mark.parametrize("name,limit", [("test056.png", 1.1), ("test031.png", 2.0)])
+def test_texture_whose_refit_follows_the_signal_is_not_taken_for_correlated_noise(name, limit):
+    """White noise at 5/255 on two BSD68 images whose texture survives in the flat blocks with lag-1 0.4-0.7 at every
+    brightness and passes the other texture tests: the correlated refit found the noise following the signal and read
+    its level at mid-grey about 4 times the truth. The flat blocks' variances spread over twice as far as stationary
+    noise's (`block_spread`), so the white fit stands: test056 Gaussian within 10 %; test031's white fit follows its
+    texture's growth with brightness (gain 0.41, read noise 4.1), 1.9 times the truth at mid-grey."""
+    import torch
+
+    x = _natural("BSD68", name)
+    rep = analyze([x + np.random.default_rng(5).normal(0, 5, x.shape)])
+    corr = rep.correlation
+    assert min(corr.lag1_terciles) > 0.3 and not corr.texture and not corr.uneven and not corr.marginal, corr
+    assert corr.nonstationary and not corr.significant, corr.spread_ratio
+    assert not isinstance(rep.model, Correlated), rep.model
+    level = float(np.sqrt(rep.model.variance(torch.tensor([128.0], dtype=torch.float64))[0]))
+    assert level / 5 < limit, rep.model
+    assert any("as stationary noise's: taken as texture" in n for n in rep.notes), rep.notes
 
 
 def _session(rng, gains, offsets, reads, n=192):
