@@ -602,6 +602,7 @@ def test_texture_whose_refit_follows_the_signal_is_not_taken_for_correlated_nois
     corr = rep.correlation
     assert min(corr.lag1_terciles) > 0.3 and not corr.texture and not corr.uneven and not corr.marginal, corr
     assert corr.nonstationary and not corr.significant, corr.spread_ratio
+    assert rep.to_dict()["correlation"]["block_spread_ratio"] == corr.spread_ratio  # in `noise --json`
     assert not isinstance(rep.model, Correlated), rep.model
     level = float(np.sqrt(rep.model.variance(torch.tensor([128.0], dtype=torch.float64))[0]))
     assert level / 5 < limit, rep.model
