@@ -604,7 +604,7 @@ def test_texture_whose_refit_follows_the_signal_is_not_taken_for_correlated_nois
     assert corr.nonstationary and not corr.significant, corr.spread_ratio
     assert rep.to_dict()["correlation"]["block_spread_ratio"] == corr.spread_ratio  # in `noise --json`
     assert not isinstance(rep.model, Correlated), rep.model
-    level = float(np.sqrt(rep.model.variance(torch.tensor([128.0], dtype=torch.float64))[0]))
+    level = float(rep.model.variance(torch.tensor([128.0], dtype=torch.float64))[0]) ** 0.5
     assert level / 5 < limit, rep.model
     assert any("as stationary noise's: taken as texture" in n for n in rep.notes), rep.notes
 
