@@ -587,6 +587,32 @@ def test_texture_crossing_the_correlation_threshold_by_chance_is_not_taken_for_c
     assert any("not every one clearly over" in n for n in rep.notes), rep.notes
 
 
+def test_block_spread_of_stationary_noise_is_one_and_of_uneven_blocks_more():
+    """`Correlation.block_spread` on 8x8 blocks of stationary correlated noise (another draw than its own simulation)
+    reads about 1, whatever the level's dependence on brightness that `variance_of` divides out; blocks whose variance
+    varies from place to place, as texture makes it, read more; too few blocks with a positive variance read None."""
+    import torch
+
+    from sslrecon.noise.estimate import Correlation, _plane_residual_operator
+
+    acf = np.zeros((2 * LAGS + 1, 2 * LAGS + 1))
+    acf[LAGS, LAGS], acf[LAGS, LAGS + 1], acf[LAGS, LAGS - 1] = 1.0, 0.4, 0.4
+    acf[LAGS + 1, LAGS] = acf[LAGS - 1, LAGS] = 0.4
+    unit = Correlated(sigma=1.0, kernel=((0.0, 0.25, 0.0), (0.25, 1.0, 0.25), (0.0, 0.25, 0.0)))
+    noise = unit.noise_like(torch.zeros(3000, 8, 8, dtype=torch.float64), torch.Generator().manual_seed(11)).numpy()
+    squares = ((noise.reshape(3000, -1) @ _plane_residual_operator(8).T) ** 2).mean(1)
+    means = np.linspace(10.0, 1000.0, 3000)
+
+    def spread(block_var, variance_of=lambda m: 2.0 * m):
+        corr = Correlation(acf, [0.4] * 3, 3000, block_var=block_var, block_mean=means, block_frame=np.zeros(3000, int))
+        return corr.block_spread(variance_of)
+
+    assert abs(spread(2.0 * means * squares) - 1) < 0.1
+    uneven = np.exp(np.random.default_rng(0).normal(0, 0.4, 3000))  # each place's variance off by about 40 %
+    assert spread(2.0 * means * squares * uneven) > 1.7
+    assert spread(squares, lambda m: m - 999.0) is None  # positive at only the last few means
+
+
 @needs_shared
 @pytest.mark.parametrize("name,limit", [("test056.png", 1.1), ("test031.png", 2.0)])
 def test_texture_whose_refit_follows_the_signal_is_not_taken_for_correlated_noise(name, limit):

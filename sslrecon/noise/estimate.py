@@ -974,13 +974,16 @@ class Correlation:
         further than `STATIONARY_SPREAD` times stationary noise of this correlation lets them (`block_spread`)."""
         return self.spread_ratio is not None and self.spread_ratio > STATIONARY_SPREAD
 
-    def block_spread(self, variance_of: Callable[[np.ndarray], np.ndarray], block: int = 8) -> float:
+    def block_spread(self, variance_of: Callable[[np.ndarray], np.ndarray], block: int = 8) -> float | None:
         """The interquartile range of the log of the flat blocks' residual variances divided by the noise variance
         `variance_of` predicts at each block's own mean (each frame about its median: files differ in level), over
         that of stationary Gaussian noise of correlation `acf` (simulated, the plane removed alike). Noise gives 1 (a
-        little more where shot noise at a few photons adds kurtosis); texture in the flat places spreads them."""
+        little more where shot noise at a few photons adds kurtosis); texture in the flat places spreads them. None
+        where fewer than `MIN_CORR_BLOCKS` blocks have a positive predicted variance."""
         var = variance_of(self.block_mean)
         ok = var > 0
+        if ok.sum() < MIN_CORR_BLOCKS:
+            return None
         x = np.log(np.maximum(self.block_var[ok], 1e-300) / var[ok])
         frame = self.block_frame[ok]
         for f in np.unique(frame):
