@@ -395,7 +395,7 @@ def test_epu_micrograph_noise_level_matches_its_variance():
     # one model with both, so SURE does not let a network copy the correlation
     assert rep.kind == "signal-dependent" and isinstance(rep.model, Correlated) and rep.model.gain > 0
     assert min(rep.correlation.lag1_terciles) > 0.5
-    assert not rep.correlation.nonstationary, rep.correlation.spread_ratio
+    assert not rep.correlation.nonstationary, rep.correlation.block_spread_ratio
 
 
 @needs_shared
@@ -530,7 +530,7 @@ def test_signal_dependent_correlated_noise_is_recognised_with_both():
 
     assert auto_loss(rep.model) == "sure"  # generalised SURE takes the covariance; pg-sure would not
     assert not rep.correlation.rises, rep.correlation.rise_z  # stationary: as correlated at every brightness
-    assert rep.correlation.spread_ratio < 1.3, rep.correlation.spread_ratio  # and as spread in every flat block
+    assert rep.correlation.block_spread_ratio < 1.3, rep.correlation.block_spread_ratio  # evenly spread, as noise
     white = analyze([2.0 * np.random.default_rng(1).poisson(ramp_scene(lo=20, hi=500)) for _ in range(2)])
     assert isinstance(white.model, (Poisson, PoissonGaussian))
 
@@ -627,8 +627,8 @@ def test_texture_whose_refit_follows_the_signal_is_not_taken_for_correlated_nois
     rep = analyze([x + np.random.default_rng(5).normal(0, 5, x.shape)])
     corr = rep.correlation
     assert min(corr.lag1_terciles) > 0.3 and not corr.texture and not corr.uneven and not corr.marginal, corr
-    assert corr.nonstationary and not corr.significant, corr.spread_ratio
-    assert rep.to_dict()["correlation"]["block_spread_ratio"] == corr.spread_ratio  # in `noise --json`
+    assert corr.nonstationary and not corr.significant, corr.block_spread_ratio
+    assert rep.to_dict()["correlation"]["block_spread_ratio"] == corr.block_spread_ratio  # in `noise --json`
     assert not isinstance(rep.model, Correlated), rep.model
     level = float(rep.model.variance(torch.tensor([128.0], dtype=torch.float64))[0]) ** 0.5
     assert level / 5 < limit, rep.model

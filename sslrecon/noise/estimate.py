@@ -46,7 +46,8 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   every flat place over a wider brightness span, decides whether the variance follows the signal,
   and the patches' fit gives the line (HH's texture and its own-mean binning put the gain 19 % high
   on Set12 crops at lag-1 0.5 and 24 % low on a smooth micrograph-like scene; the patches' 0.5 %
-  and 13 % low).
+  and 13 % low). Where that refit follows the signal, the flat blocks' variances must spread no further
+  than stationary noise's (`Correlation.block_spread`): texture's vary from place to place.
 
 Pixel-scale texture that is as strong as the noise cannot always be told from it in one image: on
 natural images at 1000 photons the fitted gain runs up to 8 % high (bins texture lifts over 3 standard errors above
@@ -945,7 +946,7 @@ class Correlation:
     rise_z: float | None = None
     spread_z: float | None = None
     excess_z: float | None = None
-    spread_ratio: float | None = None
+    block_spread_ratio: float | None = None
     #: per flat block: the mean square of its plane residual, its own mean and its frame (for `block_spread`)
     block_var: np.ndarray | None = field(default=None, repr=False)
     block_mean: np.ndarray | None = field(default=None, repr=False)
@@ -972,7 +973,7 @@ class Correlation:
     def nonstationary(self) -> bool:
         """Whether the flat blocks' variances, each against the fitted noise variance at its brightness, spread
         further than `STATIONARY_SPREAD` times stationary noise of this correlation lets them (`block_spread`)."""
-        return self.spread_ratio is not None and self.spread_ratio > STATIONARY_SPREAD
+        return self.block_spread_ratio is not None and self.block_spread_ratio > STATIONARY_SPREAD
 
     def block_spread(self, variance_of: Callable[[np.ndarray], np.ndarray], block: int = 8) -> float | None:
         """The interquartile range of the log of the flat blocks' residual variances divided by the noise variance
@@ -1044,10 +1045,11 @@ EXCESS_Z = 1.5
 #: how many times stationary noise's spread the flat blocks' log variances may show (`Correlation.block_spread`) where
 #: the correlated refit finds the noise following the signal. Texture correlated 0.4-0.7 at every brightness passes
 #: the tests above on some natural images at 5/255, and that refit read it as signal-dependent correlated noise with
-#: the level at mid-grey 1.4-4 times the truth: those read 2.2-4.0 where it was 3.3-4 times (BSD68 test031, test056 and
-#: test067, white or correlated noise; 2.1-4.2 over six draws each), 1.6-1.9 where it was 1.4-2 times. Signal-dependent correlated noise read at most 1.39 (the twelve 256 x 256 Set12 crops alone at 1, 5
-#: and 30 photons, lag-1 0.25-0.55: 108 fits; pooled 1.08-1.15), FMD BPAE_G 1.19, the five FMD frames pooled 1.28 and
-#: the raw EPU micrograph 1.02.
+#: the level at mid-grey 1.4-4 times the truth: those read 2.2-4.0 where it was 3.3-4 times (BSD68 test031, test056
+#: and test067, white or correlated noise; 2.1-4.2 over six draws each), 1.6-1.9 where it was 1.4-2 times.
+#: Signal-dependent correlated noise read at most 1.39 (the twelve 256 x 256 Set12 crops alone at 1, 5 and 30
+#: photons, lag-1 0.25-0.55: 108 fits; pooled 1.08-1.15), FMD BPAE_G 1.19, the five FMD frames pooled 1.28 and the
+#: raw EPU micrograph 1.02.
 STATIONARY_SPREAD = 1.7
 
 
@@ -1222,8 +1224,8 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
             boot = _lag1_bootstrap(prod, parts)  # (one resampling for both tests)
             spread = _spread_z(boot)
             excess = _excess_z(prod, parts, boot, by_part, R, block)
-    return Correlation(acf, terciles, len(prod), quiet, rise, spread, excess, None, np.concatenate(squares),
-                       np.concatenate(own), frame)
+    return Correlation(acf, terciles, len(prod), quiet, rise, spread, excess, block_var=np.concatenate(squares),
+                       block_mean=np.concatenate(own), block_frame=frame)
 
 
 def subband_factors(acf: np.ndarray) -> tuple[float, float]:
@@ -1417,7 +1419,7 @@ class NoiseReport:
                             "brightness_rise_z": self.correlation.rise_z,
                             "terciles_spread_z": self.correlation.spread_z,
                             "least_excess_z": self.correlation.excess_z,
-                            "block_spread_ratio": self.correlation.spread_ratio,
+                            "block_spread_ratio": self.correlation.block_spread_ratio,
                             "autocorrelation": acf.round(4).tolist()},
             "dark_level_third_cumulant": self.dark.to_dict() if self.dark is not None else None,
             "notes": list(self.notes),
@@ -1466,7 +1468,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         except ValueError as e:
             failure = failure or e
         if decide is not None and _follows_signal(decide):
-            corr.spread_ratio = corr.block_spread((fit if fit is not None and fit.slope > 0 else decide).predict)
+            level = fit if fit is not None and fit.slope > 0 else decide  # (as the signal-dependent model takes it)
+            corr.block_spread_ratio = corr.block_spread(level.predict)
             if corr.nonstationary:  # texture: back to the white fit
                 fit, failure, decide = white, white_failure, None
     if fit is None:
@@ -1486,7 +1489,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                      "standard errors apart), where stationary noise gives the same at every brightness: taken as texture")
     elif corr.nonstationary:
         notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest, but the flat blocks' "
-                     f"variances spread {corr.spread_ratio:.1f} times as far as stationary noise's: taken as texture")
+                     f"variances spread {corr.block_spread_ratio:.1f} times as far as stationary noise's: taken as "
+                     "texture")
     elif corr.marginal:
         notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest, but not every one clearly "
                      f"over {CORR_THRESHOLD:g} (the least by {corr.excess_z:.1f} standard errors): taken as texture")
