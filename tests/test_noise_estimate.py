@@ -593,7 +593,7 @@ def test_block_spread_of_stationary_noise_is_one_and_of_uneven_blocks_more():
     varies from place to place, as texture makes it, read more; too few blocks with a positive variance read None."""
     import torch
 
-    from sslrecon.noise.estimate import Correlation, _plane_residual_operator
+    from sslrecon.noise.estimate import Correlation, _plane_residual_operator, _simulated_residuals
 
     acf = np.zeros((2 * LAGS + 1, 2 * LAGS + 1))
     acf[LAGS, LAGS], acf[LAGS, LAGS + 1], acf[LAGS, LAGS - 1] = 1.0, 0.4, 0.4
@@ -602,9 +602,12 @@ def test_block_spread_of_stationary_noise_is_one_and_of_uneven_blocks_more():
     noise = unit.noise_like(torch.zeros(3000, 8, 8, dtype=torch.float64), torch.Generator().manual_seed(11)).numpy()
     squares = ((noise.reshape(3000, -1) @ _plane_residual_operator(8).T) ** 2).mean(1)
     means = np.linspace(10.0, 1000.0, 3000)
+    simulated = (_simulated_residuals(acf, _plane_residual_operator(8), 8) ** 2).mean((1, 2))  # as `correlation` does
+    stationary = float(np.subtract(*np.quantile(np.log(simulated), [0.75, 0.25])))
 
     def spread(block_var, variance_of=lambda m: 2.0 * m):
-        corr = Correlation(acf, [0.4] * 3, 3000, block_var=block_var, block_mean=means, block_frame=np.zeros(3000, int))
+        corr = Correlation(acf, [0.4] * 3, 3000, stationary_spread=stationary, block_var=block_var, block_mean=means,
+                           block_frame=np.zeros(3000, int))
         return corr.block_spread(variance_of)
 
     assert abs(spread(2.0 * means * squares) - 1) < 0.1

@@ -947,6 +947,9 @@ class Correlation:
     spread_z: float | None = None
     excess_z: float | None = None
     block_spread_ratio: float | None = None
+    #: the interquartile range of the log of stationary noise's block variances (noise of correlation `acf`,
+    #: simulated for `quiet_z` and the plane removed alike; for `block_spread`)
+    stationary_spread: float | None = None
     #: per flat block: the mean square of its plane residual, its own mean and its frame (for `block_spread`)
     block_var: np.ndarray | None = field(default=None, repr=False)
     block_mean: np.ndarray | None = field(default=None, repr=False)
@@ -975,22 +978,21 @@ class Correlation:
         further than `STATIONARY_SPREAD` times stationary noise of this correlation lets them (`block_spread`)."""
         return self.block_spread_ratio is not None and self.block_spread_ratio > STATIONARY_SPREAD
 
-    def block_spread(self, variance_of: Callable[[np.ndarray], np.ndarray], block: int = 8) -> float | None:
+    def block_spread(self, variance_of: Callable[[np.ndarray], np.ndarray]) -> float | None:
         """The interquartile range of the log of the flat blocks' residual variances divided by the noise variance
         `variance_of` predicts at each block's own mean (each frame about its median: files differ in level), over
-        that of stationary Gaussian noise of correlation `acf` (simulated, the plane removed alike). Noise gives 1 (a
-        little more where shot noise at a few photons adds kurtosis); texture in the flat places spreads them. None
-        where fewer than `MIN_CORR_BLOCKS` blocks have a positive predicted variance."""
+        `stationary_spread`. Noise gives 1 (a little more where shot noise at a few photons adds kurtosis); texture in
+        the flat places spreads them. None where fewer than `MIN_CORR_BLOCKS` blocks have a positive predicted
+        variance, or where the correlation was no candidate (nothing simulated)."""
         var = variance_of(self.block_mean)
         ok = var > 0
-        if ok.sum() < MIN_CORR_BLOCKS:
+        if self.stationary_spread is None or ok.sum() < MIN_CORR_BLOCKS:
             return None
         x = np.log(np.maximum(self.block_var[ok], 1e-300) / var[ok])
         frame = self.block_frame[ok]
         for f in np.unique(frame):
             x[frame == f] -= np.median(x[frame == f])
-        sim = np.log((_simulated_residuals(self.acf, _plane_residual_operator(block), block) ** 2).mean((1, 2)))
-        return float(np.subtract(*np.quantile(x, [0.75, 0.25])) / np.subtract(*np.quantile(sim, [0.75, 0.25])))
+        return _iqr(x) / self.stationary_spread
 
     @property
     def marginal(self) -> bool:
@@ -1066,17 +1068,21 @@ def _quiet_shortfall(prod: np.ndarray, frame: np.ndarray) -> float:
     return float(l1[quiet].mean() / v[quiet].mean() - l1.mean() / v.mean())
 
 
-def _quiet_z(prod: np.ndarray, frame: np.ndarray, acf: np.ndarray, R: np.ndarray, block: int) -> float:
-    """The quieter blocks' shortfall in standard errors (block bootstrap) from its value for stationary noise of
-    correlation `acf` (simulated, plane removed as for the data): on natural images with white noise, lag-1 0.2-0.5
-    in the flattest blocks gives -3 to -9; correlated noise mostly -2.5 to +2.5 (Set12, BSD68, the EPU micrographs),
-    but down to -6 at 5/255 on the most textured images, where texture adds to the noise's correlation."""
+def _quiet_z(prod: np.ndarray, frame: np.ndarray, stationary: np.ndarray, block: int) -> float:
+    """The quieter blocks' shortfall in standard errors (block bootstrap) from its value for stationary noise of the
+    candidate correlation (`stationary`: `_simulated_residuals`, plane removed as for the data): on natural images
+    with white noise, lag-1 0.2-0.5 in the flattest blocks gives -3 to -9; correlated noise mostly -2.5 to +2.5 (Set12,
+    BSD68, the EPU micrographs), but down to -6 at 5/255 on the most textured images, where texture adds to the
+    noise's correlation."""
     rng = np.random.default_rng(0)
     draws = (rng.integers(0, len(prod), len(prod)) for _ in range(QUIET_BOOTSTRAP))
     boot = [_quiet_shortfall(prod[i], frame[i]) for i in draws]
-    r = _simulated_residuals(acf, R, block)
-    expected = _quiet_shortfall(_lag_products(r, block), np.zeros(len(r), int))
+    expected = _quiet_shortfall(_lag_products(stationary, block), np.zeros(len(stationary), int))
     return (_quiet_shortfall(prod, frame) - expected) / max(float(np.std(boot)), 1e-12)
+
+
+def _iqr(x: np.ndarray) -> float:
+    return float(np.subtract(*np.quantile(x, [0.75, 0.25])))
 
 
 def _simulated_residuals(acf: np.ndarray, R: np.ndarray, block: int) -> np.ndarray:
@@ -1211,7 +1217,7 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
     prod, lev = np.concatenate(products), np.concatenate(levels)
     frame = np.concatenate([np.full(len(p), k) for k, p in enumerate(products)])
     acf = _unbias(prod.mean(0), R, block)
-    terciles, quiet, rise, spread, excess = [], None, None, None, None
+    terciles, quiet, rise, spread, excess, stationary_spread = [], None, None, None, None, None
     if len(prod) >= 3 * MIN_CORR_BLOCKS:
         parts = np.array_split(np.argsort(lev, kind="stable"), 3)
         by_part = [_unbias(prod[part].mean(0), R, block) for part in parts]
@@ -1220,12 +1226,14 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
             rise = _rise_z(prod, parts[0], parts[-1]) if follows_signal else None
             if rise is not None and rise > RISE_Z:  # the brighter blocks' texture: the darkest third's correlation
                 acf = by_part[0]
-            quiet = _quiet_z(prod, frame, acf, R, block)
+            stationary = _simulated_residuals(acf, R, block)  # (for the quiet-blocks and the block-spread tests)
+            quiet = _quiet_z(prod, frame, stationary, block)
+            stationary_spread = _iqr(np.log((stationary**2).mean((1, 2))))
             boot = _lag1_bootstrap(prod, parts)  # (one resampling for both tests)
             spread = _spread_z(boot)
             excess = _excess_z(prod, parts, boot, by_part, R, block)
-    return Correlation(acf, terciles, len(prod), quiet, rise, spread, excess, block_var=np.concatenate(squares),
-                       block_mean=np.concatenate(own), block_frame=frame)
+    return Correlation(acf, terciles, len(prod), quiet, rise, spread, excess, stationary_spread=stationary_spread,
+                       block_var=np.concatenate(squares), block_mean=np.concatenate(own), block_frame=frame)
 
 
 def subband_factors(acf: np.ndarray) -> tuple[float, float]:
@@ -1478,22 +1486,22 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         lo, hi = corr.lag1_terciles[0], corr.lag1_terciles[-1]
         notes.append(f"lag-1 correlation rising with brightness, from {lo:.2f} to {hi:.2f} ({corr.rise_z:.1f} standard "
                      "errors), as texture's does where the noise follows the signal: the darkest third's taken")
-    terciles = " / ".join(f"{t:.2f}" for t in corr.lag1_terciles)
+    by_tercile = "lag-1 correlation " + " / ".join(f"{t:.2f}" for t in corr.lag1_terciles) + \
+        " from the darkest third to the brightest"
     if corr.significant:
         notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
     elif corr.texture:
         notes.append(f"lag-1 correlation {corr.lag1:.2f}, but {-corr.quiet_z:.1f} standard errors lower in the quieter "
                      "half of the flat blocks than stationary noise would be: taken as texture")
     elif corr.uneven:
-        notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest ({corr.spread_z:.1f} "
-                     "standard errors apart), where stationary noise gives the same at every brightness: taken as texture")
+        notes.append(f"{by_tercile} ({corr.spread_z:.1f} standard errors apart), where stationary noise gives the same "
+                     "at every brightness: taken as texture")
     elif corr.nonstationary:
-        notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest, but the flat blocks' "
-                     f"variances spread {corr.block_spread_ratio:.1f} times as far as stationary noise's: taken as "
-                     "texture")
+        notes.append(f"{by_tercile}, but the flat blocks' variances spread {corr.block_spread_ratio:.1f} times as far "
+                     "as stationary noise's: taken as texture")
     elif corr.marginal:
-        notes.append(f"lag-1 correlation {terciles} from the darkest third to the brightest, but not every one clearly "
-                     f"over {CORR_THRESHOLD:g} (the least by {corr.excess_z:.1f} standard errors): taken as texture")
+        notes.append(f"{by_tercile}, but not every one clearly over {CORR_THRESHOLD:g} (the least by "
+                     f"{corr.excess_z:.1f} standard errors): taken as texture")
     elif corr.lag1 > CORR_THRESHOLD:
         notes.append(f"lag-1 correlation {corr.lag1:.2f} overall but not at every brightness: taken as texture")
     if fit is not None:
