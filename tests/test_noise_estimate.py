@@ -593,7 +593,7 @@ def test_block_spread_of_stationary_noise_is_one_and_of_uneven_blocks_more():
     varies from place to place, as texture makes it, read more; too few blocks with a positive variance read None."""
     import torch
 
-    from sslrecon.noise.estimate import Correlation, _plane_residual_operator, _simulated_residuals
+    from sslrecon.noise.estimate import Correlation, _iqr, _plane_residual_operator, _simulated_residuals
 
     acf = np.zeros((2 * LAGS + 1, 2 * LAGS + 1))
     acf[LAGS, LAGS], acf[LAGS, LAGS + 1], acf[LAGS, LAGS - 1] = 1.0, 0.4, 0.4
@@ -603,7 +603,7 @@ def test_block_spread_of_stationary_noise_is_one_and_of_uneven_blocks_more():
     squares = ((noise.reshape(3000, -1) @ _plane_residual_operator(8).T) ** 2).mean(1)
     means = np.linspace(10.0, 1000.0, 3000)
     simulated = (_simulated_residuals(acf, _plane_residual_operator(8), 8) ** 2).mean((1, 2))  # as `correlation` does
-    stationary = float(np.subtract(*np.quantile(np.log(simulated), [0.75, 0.25])))
+    stationary = _iqr(np.log(simulated))
 
     def spread(block_var, variance_of=lambda m: 2.0 * m):
         corr = Correlation(acf, [0.4] * 3, 3000, stationary_spread=stationary, block_var=block_var, block_mean=means,
@@ -621,13 +621,15 @@ def test_blurred_counts_at_a_few_photons_keep_their_correlation():
     counting camera's frames): shot noise's variance moves with each flat block's own mean, so the block spread, taken
     at that mean, stays near 1 (0.93-1.05 over three draws) and the correlated model stands, its gain near the counts'
     gain times the kernel's sum of squares (0.47-0.50 for 0.52)."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    import torch
+
+    from sslrecon.noise.models import correlate
 
     k = np.array([[0.0, 0.35, 0.0], [0.35, 1.0, 0.35], [0.0, 0.35, 0.0]])
     k /= k.sum()
     rng = np.random.default_rng(0)
-    frames = [2.0 * (sliding_window_view(np.pad(rng.poisson(ramp_scene(lo=0.3, hi=5)), 1, mode="reflect"), (3, 3))
-                     * k).sum((-1, -2)) for _ in range(2)]
+    frames = [2.0 * correlate(torch.tensor(np.pad(rng.poisson(ramp_scene(lo=0.3, hi=5)), 1, mode="reflect"),
+                                           dtype=torch.float64), k).numpy() for _ in range(2)]
     rep = analyze(frames)
     assert rep.correlation.block_spread_ratio < 1.3 and not rep.correlation.nonstationary, rep.correlation
     assert isinstance(rep.model, Correlated) and abs(rep.model.gain / (2.0 * (k**2).sum()) - 1) < 0.15, rep.model
