@@ -56,6 +56,27 @@ def test_line_refined_on_each_bins_patch_groups_reads_the_dark_end():
             assert abs(np.mean(refined)) < 0.02 and abs(np.mean(gains)) < 0.03
 
 
+def test_a_floor_too_sparse_to_clip_keeps_the_bins_line():
+    """8-bit frames of a smooth scene at 2-100 photons: a few zeros (under 0.1 % of the pixels, too few to count as
+    clipping) spike over the ones while the counts rise beyond. The noise of the darkest patches is cut there, and the
+    patch groups would take that in full, so the fit keeps the bins' own line. Counts below a photon (falling from 0)
+    and rounded Gaussian data (rising from their lowest value) show no such floor."""
+    from sslrecon.noise.estimate import _wls, detect_clipping, mean_variance
+
+    rng = np.random.default_rng(3)
+    frames = [np.clip(np.round(2.0 * rng.poisson(2 + 98 * blob_scene(256, seed)) + rng.normal(0, 3.0, (256, 256))),
+                      0, 255).astype(np.uint8) for seed in range(4)]
+    clip = detect_clipping(frames)
+    assert clip.low is None and clip.sparse_low == 0 and clip.to_dict()["sparse_low"] == 0
+    assert 1e-4 < clip.fraction_low < 1e-3
+    fit = mean_variance(frames, clip)
+    line = fit.bin_used & ~fit.bin_texture
+    assert (fit.slope, fit.intercept) == _wls(fit.bin_mean[line], fit.bin_var[line], fit.bin_count[line])[:2]
+    counts = [rng.poisson(0.05 + 0.5 * blob_scene(256, 0)).astype(np.uint16) for _ in range(3)]
+    grey = [np.round(100 + rng.normal(0, 5, (256, 256))).astype(np.int16) for _ in range(3)]
+    assert detect_clipping(counts).sparse_low is None and detect_clipping(grey).sparse_low is None
+
+
 @pytest.mark.parametrize("gain,read", [(0.5, 1.0), (2.0, 4.0), (8.0, 24.0)])
 def test_poisson_gaussian_over_three_decades(gain, read):
     rng = np.random.default_rng(int(gain * 10))
