@@ -920,8 +920,8 @@ def test_clipping_margin_takes_the_bins_own_variance():
     """Set12 at 1-60 photons, gain 4, read noise 4, as 8-bit (the benchmark's setting, a draw it did not make): the
     line's intercept, raised by texture, put its predicted sd at the darkest bin over half that bin's distance from
     the floor, so the bin was left out and the line, fitted without it, rose further (read noise 7.16 for 4). By the
-    bin's own variance it lies 2.1 sd clear of the floor and is kept: 4.93 (4.56 with the line refined on its bins'
-    patch groups)."""
+    bin's own variance it lies 2.1 sd clear of the floor and is kept: 4.93 (above a floor the line is not refined on
+    the bins' patch groups)."""
     from PIL import Image
 
     from sslrecon.noise.estimate import _wls
@@ -936,7 +936,7 @@ def test_clipping_margin_takes_the_bins_own_variance():
     fit = rep.fit
     assert rep.clipping.low == 0
     darkest = np.nanargmin(np.where(fit.bin_count > 0, fit.bin_mean, np.nan))
-    u = fit.bin_used  # the bins' line, which the margin is measured in (the refined line comes after)
+    u = fit.bin_used  # the bins' line before the margin, which it is measured in
     a, b, _ = _wls(fit.bin_mean[u], fit.bin_var[u], fit.bin_count[u])
     assert fit.bin_used[darkest] and fit.bin_mean[darkest] < 2 * np.sqrt(a * fit.bin_mean[darkest] + b)
     assert abs(rep.model.sigma / 4 - 1) < 0.3 and abs(rep.model.gain / 4 - 1) < 0.05

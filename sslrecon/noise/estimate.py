@@ -690,7 +690,8 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
     independent noise selecting or binning on it does not bias the patch's noise; texture inside the patch lies
     mostly outside the noise-only directions. Scaling the threshold per patch keeps the selection from drifting
     to the darker (quieter) patches of a bin. The smaller of the patch sizes' estimates is kept
-    (texture only inflates them). `kept`, a list, receives each bin's `(sites, kept site indices)` (None where empty)."""
+    (texture only inflates them). `kept`, a list, receives each bin's `(sites, kept site indices)` (None where
+    empty)."""
     nb = len(edges) - 1
     mu, var, cnt = np.full(nb, np.nan), np.full(nb, np.nan), np.zeros(nb, int)
     found = [None] * nb
@@ -838,10 +839,10 @@ def _refined_line(rows: np.ndarray, a: float, b: float) -> tuple[float, float, n
     least squares from the bins' line `a, b`. A bin's variance comes from the average brightness of its patches, so
     where a wide dark bin spans most of the leverage on the intercept its spread of brightness is lost; its groups keep
     it (a smooth scene at 1-1000 and 10-1000 photons, twelve draws: the read noise's rms error 14.8 -> 3.9 % and
-    15.4 -> 12.5 %, against Cramer-Rao bounds of 3.6 and 6 %). Each group is weighted by its count over the square of its predicted
-    variance, scaled to its bin's measured variance as the bins' own fit (`_wls`) weights them, so that a bin texture
-    lifts weighs less; the covariance is that of the weighted fit, inflated by the groups' scatter about the line where
-    that exceeds it (`_fit_covariance`)."""
+    15.4 -> 12.5 %, against Cramer-Rao bounds of 3.6 and 6 %). Each group is weighted by its count over the square of
+    its predicted variance, scaled to its bin's measured variance as the bins' own fit (`_wls`) weights them, so that
+    a bin texture lifts weighs less; the covariance is that of the weighted fit, inflated by the groups' scatter about
+    the line where that exceeds it (`_fit_covariance`)."""
     m, v, n, bin_m, bin_v = rows.T
     A = np.stack([m, np.ones_like(m)], 1)
     floor = 1e-3 * float(np.median(bin_v))
@@ -947,14 +948,15 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
     # on their own noise (the darkest ones' low excursions) that a wide bin averages away and its darkest groups, which
     # carry the leverage, take in full (smooth scene at 1-60 photons as 8-bit: read noise rms 4.4 -> 5.7 %, max 8.4 ->
     # 14 %, over ten draws); a floor too sparse to count as clipping cuts the darkest patches' noise all the same (at
-    # 2-100 photons as 8 bits the zeros hold 0.07 % of the pixels: the darkest groups read 8 % low, read noise rms 4.8 ->
-    # 7.7 %); groups near saturation keep the bins' margin from it
+    # 2-100 photons as 8 bits the zeros hold 0.07 % of the pixels: the darkest groups read 8 % low, read noise rms
+    # 4.8 -> 7.7 %); groups near saturation keep the bins' margin from it
     floor = clip.low is not None or clip.sparse_low is not None
     rows = _sub_bins(bin_sites, np.flatnonzero(line), mu, var) if bins is not haar_bins and not floor else None
     if rows is not None:
         m, v = rows[:, 0], rows[:, 1]
         rows = rows[_clear_of(clip, m, margin)(np.maximum(np.fmin(a * m + b, v), 1e-300))]
-        a, b, cov = _refined_line(rows, a, b)
+        if len(rows) >= 3:
+            a, b, cov = _refined_line(rows, a, b)
     fitted = pl.mean[ok]
     lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
     return MeanVarianceFit(slope=a, intercept=b, cov=cov,
