@@ -625,13 +625,17 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
     return _Sites(d, images, *(np.concatenate([p[i] for p in parts]) for i in range(8)))
 
 
-def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator) -> float:
+def _site_variance(s: _Sites, idx: np.ndarray, rng: np.random.Generator, energies: list | None = None) -> float:
     """Noise variance of the patches at sites `idx`: their mean square in the noise-only directions
     `s.basis` (unbiased, with the precision of all those directions' samples), or where there is no
-    basis the trailing eigenvalues of their own covariance, corrected for their spread."""
+    basis the trailing eigenvalues of their own covariance, corrected for their spread. `energies`, a list, receives
+    the `_site_energies` averaged (None without a basis)."""
     idx = _at_most(idx, MAX_BIN_PATCHES, rng)
-    if s.basis is not None:
-        return float(_site_energies(s, idx)[1].mean())
+    measured = _site_energies(s, idx) if s.basis is not None else None
+    if energies is not None:
+        energies[:] = [measured]
+    if measured is not None:
+        return float(measured[1].mean())
     return _pca_variance(s.patches(idx)) / _sample_shrink(len(idx), s.d * s.d)
 
 
@@ -696,8 +700,8 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
     independent noise selecting or binning on it does not bias the patch's noise; texture inside the patch lies
     mostly outside the noise-only directions. Scaling the threshold per patch keeps the selection from drifting
     to the darker (quieter) patches of a bin. The smaller of the patch sizes' estimates is kept
-    (texture only inflates them). `kept`, a list, receives each bin's `(sites, kept site indices)` (None where
-    empty)."""
+    (texture only inflates them). `kept`, a list, receives each bin's `(sites, site indices, energies)`, the
+    `_site_energies` its variance was measured from (None where empty or without a noise basis)."""
     nb = len(edges) - 1
     mu, var, cnt = np.full(nb, np.nan), np.full(nb, np.nan), np.zeros(nb, int)
     found = [None] * nb
@@ -710,9 +714,10 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
             if len(i) < 10 * s.d * s.d:
                 continue
             level = float(shape[i].mean())
-            v, j = _bin_variance(s, i, level, shape[i] / level, rng)
+            v, j, energies = _bin_variance(s, i, level, shape[i] / level, rng)
             if j is not None and v > 0 and (np.isnan(var[b]) or v < var[b]):
-                mu[b], var[b], cnt[b], found[b] = s.mean[j].mean(), v, len(j), (s, j)
+                mu[b], var[b], cnt[b] = s.mean[j].mean(), v, len(j)
+                found[b] = (s, *energies) if energies is not None else None
     if kept is not None:
         kept[:] = found
     return mu, var, cnt
@@ -720,10 +725,13 @@ def _pca_binned(sites: list[_Sites], sel: list[np.ndarray], edges: np.ndarray, s
 
 def _bin_variance(s: _Sites, i: np.ndarray, start: float, scale: np.ndarray, rng: np.random.Generator):
     """The fixed point of ring selection and measurement over the sites `i` of one bin (a site is flat
-    when its ring energy is below the threshold for noise of variance `v * scale`), and the sites kept."""
+    when its ring energy is below the threshold for noise of variance `v * scale`), the sites kept, and the
+    `_site_energies` of the last measurement, of those sites (None where there are none, or no noise basis)."""
     thr = _ring_threshold(s.d) * s.ring_factor * scale
-    return _fixed_point(start, lambda v: i[s.ring[i] < thr * v], lambda j: _site_variance(s, j, rng),
+    last = [None]
+    v, j = _fixed_point(start, lambda v: i[s.ring[i] < thr * v], lambda j: _site_variance(s, j, rng, last),
                         10 * s.d * s.d, 8)
+    return v, j, last[0] if j is not None else None
 
 
 #: 99th percentile of chi^2_32 / 32: the texture statistic (mean of 32 squared detail coefficients
@@ -826,13 +834,13 @@ def _sub_bins(kept: list, bins: np.ndarray, mu: np.ndarray, var: np.ndarray) -> 
     `SUB_BINS` groups by their rings' mean, each group's mean patch mean and mean `_site_energies`, with the mean and
     variance of the bin it lies in. The ring does not overlap the patch, so grouping on it, as binning on it, leaves
     each group's mean and variance unbiased (grouped on their own noisy means the shot noise's skew tilts them: the
-    gain ran 14 % low at 0.2-3 photons). None where a bin has no noise-only directions."""
-    rows, rng = [], np.random.default_rng(0)
+    gain ran 14 % low at 0.2-3 photons). The energies are those the bin's variance was measured from
+    (`_pca_binned`'s `kept`). None where a bin has no noise-only directions."""
+    rows = []
     for b in bins:
-        if kept[b] is None or kept[b][0].basis is None:
+        if kept[b] is None:
             return None
-        s, j = kept[b]
-        j, e = _site_energies(s, _at_most(j, MAX_BIN_PATCHES, rng))
+        s, j, e = kept[b]
         group = np.argsort(np.argsort(s.ring_mean[j], kind="stable"), kind="stable") * SUB_BINS // len(j)
         n = np.bincount(group, minlength=SUB_BINS)
         rows.append(np.stack([np.bincount(group, s.mean[j], SUB_BINS) / n, np.bincount(group, e, SUB_BINS) / n, n,
