@@ -220,29 +220,33 @@ def pg_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
 
 def counting_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[dict]:
     """Photon counting (integer counts, gain 1, no read noise or offset, as electron-counting cameras deliver them)
-    at 0.05-0.6 to 1-10 photons per pixel: most pixels read 0 at the lowest rates, the start of the counts and no
+    at 0.001-0.01 to 1-10 photons per pixel: most pixels read 0 at the lowest rates, the start of the counts and no
     clipping floor. Each setting drawn `draws` times; the model and kind shown are those of draw 0. The model's gain
-    is the lattice's step where `analyze` takes the data as whole counts (`counted`); the mean-variance line's own
-    slope (`line_gain_rel_errors`) is what it was read from."""
+    is the lattice's step where `analyze` takes the data as whole counts or sparse counts (`counted`); the
+    mean-variance line's own slope (`line_gain_rel_errors`, NaN where there is no line) is what whole counts were
+    read from, the dispersion index (`sparse`: the draws read that way) what sparse counts were."""
     rows = []
     for scene, xs in scenes.items():
-        for lo, hi in ((0.05, 0.6), (0.2, 2), (0.5, 5), (1, 10)):
-            gain_err, line_err, counted, read, clipped, first = [], [], [], [], [], None
+        for lo, hi in ((0.001, 0.01), (0.005, 0.05), (0.05, 0.6), (0.2, 2), (0.5, 5), (1, 10)):
+            gain_err, line_err, counted, sparse, read, clipped, first = [], [], [], [], [], [], None
             for draw in range(draws):
                 rng = np.random.default_rng([zlib.crc32(repr((scene, lo, hi)).encode()), draw])
                 frames = [f.astype(np.uint16) for f in pg_frames(xs, lo, hi, 1.0, 0.0, 0.0, rng)]
                 rep = analyze(frames, evidence=False)
                 gain_err.append(getattr(rep.model, "gain", float("nan")) - 1)
                 line_err.append(rep.fit.slope - 1 if rep.fit is not None else float("nan"))
-                counted.append(any(n.startswith("whole counts") for n in rep.notes))
+                sparse.append(any(n.startswith("sparse counts") for n in rep.notes))
+                counted.append(sparse[-1] or any(n.startswith("whole counts") for n in rep.notes))
                 read.append(float(getattr(rep.model, "sigma", 0.0)))
                 clipped.append(rep.clipping.detected)
                 first = first or rep
             gain_err = np.array(gain_err)
             rows.append({"scene": scene, "photons": [lo, hi], "kind": first.kind, "model": first.model.spec(),
                          "gain_rel_errors": gain_err.tolist(), "gain_max_abs": float(np.nanmax(np.abs(gain_err))),
-                         "line_gain_rel_errors": line_err, "line_gain_max_abs": float(np.nanmax(np.abs(line_err))),
-                         "counted": counted, "read_estimates": read, "clipping_detected": clipped})
+                         "line_gain_rel_errors": line_err,
+                         "line_gain_max_abs": float(np.max(np.abs(line_err), initial=0, where=~np.isnan(line_err))),
+                         "lines": int(np.sum(~np.isnan(line_err))), "counted": counted, "sparse": sparse,
+                         "read_estimates": read, "clipping_detected": clipped})
     return rows
 
 
@@ -420,13 +424,13 @@ def main() -> None:
             print(f"- {r['scene']}, {r['photons'][0]}-{r['photons'][1]} photons, offset {r['offset']:g}: {cells}")
     counting = counting_table(scenes, args.draws)
     print(f"\n## Photon counting (integer counts, gain 1, no read noise or offset; {args.draws} draws each)\n")
-    print("| scene | photons | chosen (draw 0) | gain error: max | the line's gain error: max | taken as counts | "
-          "read noise found: max (counts) | clipping reported |\n|---|---|---|---|---|---|---|---|")
+    print("| scene | photons | chosen (draw 0) | gain error: max | the line's gain error: max (lines) | taken as counts "
+          "(sparse) | read noise found: max (counts) | clipping reported |\n|---|---|---|---|---|---|---|---|")
     for r in counting:
         n = len(r["counted"])
         print(f"| {r['scene']} | {r['photons'][0]}-{r['photons'][1]} | {r['model']} | {100 * r['gain_max_abs']:.1f} % | "
-              f"{100 * r['line_gain_max_abs']:.1f} % | {sum(r['counted'])} of {n} | {max(r['read_estimates']):.2f} | "
-              f"{sum(r['clipping_detected'])} of {len(r['clipping_detected'])} |")
+              f"{100 * r['line_gain_max_abs']:.1f} % ({r['lines']}) | {sum(r['counted'])} of {n} ({sum(r['sparse'])}) | "
+              f"{max(r['read_estimates']):.2f} | {sum(r['clipping_detected'])} of {len(r['clipping_detected'])} |")
     folder = folder_table()
     print("\n## A folder of files (Set12 crops, gain 2, read noise 3, offset 100; BSD68 crops 128x128 at 300 and 3000 "
           "photons, gain 1): gain error per file, alone and as --noise auto takes it (the pooled model where the files "

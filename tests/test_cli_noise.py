@@ -28,6 +28,23 @@ def test_noise_verb_on_fmd_names_a_signal_dependent_model_with_evidence(tmp_path
     assert code == 2 and "exists" in err and err.count("\n") == 1
 
 
+def test_noise_verb_reads_a_sparse_counting_frame(tmp_path, capsys):
+    """A counting camera's frame at 0.002-0.02 electrons per pixel: counting noise with its evidence, the zeros not
+    called a floor, and a plot that says what the model was read from."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    frame = rng.poisson(np.linspace(0.002, 0.02, 256)[None, :] * np.ones((256, 1))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "frame.tif", frame)
+    png = tmp_path / "noise.png"
+    code, out, err = run(["noise", tmp_path / "frame.tif", "--json", "--plot", png], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["spec"] == "poisson:gain=1,offset=0" and not doc["clipping"]["detected"], doc["notes"]
+    assert abs(doc["sparse_counts"]["dispersion_index"] - 1) < 0.1 and doc["sparse_counts"]["dark_share"] > 0.95
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_noise_verb_text_output_and_bad_input(tiny_data, tmp_path, capsys):
     data, _ = tiny_data
     code, out, err = run(["noise", data], capsys)

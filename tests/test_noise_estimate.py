@@ -272,6 +272,33 @@ def test_the_few_counts_of_a_counting_cameras_frame_are_no_floor():
         assert not rep.clipping.detected and rep.model == Poisson(gain=1.0, offset=0.0), (seed, rep.clipping)
 
 
+def test_sparse_counts_are_read_by_their_dispersion_index():
+    """At 0.0001-0.05 photons per pixel flat patches are all dark and the brightness bins too narrow for a line: `auto`
+    gave `Gaussian(sigma=1e-12)` (or failed outright, a lattice of place means stepping over the bins' span) and called
+    the zeros a floor. Counts on a lattice whose lowest value holds most pixels are read by their variance over mean
+    within blocks: the step's Poisson model where that matches it (step 2 too, and a dark level of 100), not events
+    of random height 1-5 (dispersion about 3.7), nor an 8-bit frame of read noise clipped at 0 (over half its pixels)."""
+    n = 256
+    y, x = np.mgrid[:n, :n] / n
+    shape = 0.5 + 0.4 * np.sin(6 * x) * np.cos(4 * y)
+    shape = (shape - shape.min()) / np.ptp(shape)
+    rng = np.random.default_rng(4)
+    for lo, hi in ((0.0001, 0.001), (0.001, 0.01), (0.005, 0.05)):
+        for _ in range(3):
+            rep = analyze([rng.poisson(lo + (hi - lo) * shape).astype(np.uint16)])
+            assert rep.model == Poisson(gain=1.0, offset=0.0) and not rep.clipping.detected, (lo, rep.notes)
+    k = rng.poisson(0.002 + 0.02 * shape)
+    assert analyze([2 * k]).model == Poisson(gain=2.0, offset=0.0)
+    rep = analyze([(k + 100).astype(np.uint16)])
+    assert rep.model == Poisson(gain=1.0, offset=100.0) and any(t.startswith("sparse counts") for t in rep.notes)
+    heights = np.zeros_like(k)
+    for v in range(1, k.max() + 1):
+        heights[k >= v] += rng.integers(1, 6, int((k >= v).sum()))
+    assert not isinstance(analyze([heights.astype(np.uint16)]).model, Poisson)
+    read = np.round(np.clip(rng.normal(0, 0.8, (n, n)) + 20 * shape * (shape > 0.7), 0, 255)).astype(np.uint8)
+    assert (read == 0).mean() > 0.5 and not any(t.startswith("sparse counts") for t in analyze([read]).notes)
+
+
 def test_whole_counts_are_read_as_a_counting_detectors():
     """Whole counts whose fitted gain is within 10 % of their lattice's step, without read noise, take the step as the
     gain and a dark level on the lattice (exactly what the risk estimates need: a photon removed is a value the data

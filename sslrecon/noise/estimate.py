@@ -972,7 +972,9 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
         if len(rows) >= 3:
             a, b, cov = _refined_line(rows, a, b)
     fitted = pl.mean[ok]
-    lo_hi = np.quantile(fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())], [0.1, 0.9])
+    fitted = fitted[(fitted >= mu[used].min()) & (fitted <= mu[used].max())]
+    # (sparse counts: the places' means lie on a lattice of 1/64, which can step over the bins' whole span)
+    lo_hi = np.quantile(fitted, [0.1, 0.9]) if len(fitted) else (mu[used].min(), mu[used].max())
     return MeanVarianceFit(slope=a, intercept=b, cov=cov,
                            r2=_r2(mu[line], var[line], cnt[line], a, b), r2_heldout=r2_held,
                            bin_mean=mu, bin_var=var, bin_count=cnt, bin_used=used, bin_texture=texture,
@@ -1497,6 +1499,7 @@ class NoiseReport:
     correlation: Correlation
     notes: list[str] = field(default_factory=list)
     dark: DarkLevel | None = None               # the third cumulant's dark level (signal-dependent noise)
+    counts: SparseCounts | None = None          # where the model was read from counts too sparse for a line
 
     @property
     def r2(self) -> float | None:
@@ -1544,6 +1547,7 @@ class NoiseReport:
                             "block_spread_ratio": self.correlation.block_spread_ratio,
                             "autocorrelation": acf.round(4).tolist()},
             "dark_level_third_cumulant": self.dark.to_dict() if self.dark is not None else None,
+            "sparse_counts": self.counts.to_dict() if self.counts is not None else None,
             "notes": list(self.notes),
         }
 
@@ -1636,7 +1640,11 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
             if not corr.significant:
-                model = _whole_counts(model, hist[0], notes, given)
+                counted = _whole_counts(model, hist[0], notes, given)
+                if counted is model and (counts := sparse_counts(frames, hist, given)) is not None:
+                    return _counted(counts, clip, fit, corr, notes)  # (at 0.005-0.05 photons on 256 x 256 the line's
+                    # gain can lie 12 % off)
+                model = counted
             if corr.significant and min(corr.lag1_terciles) > CORR_PG_THRESHOLD:  # the level follows the signal,
                 # the correlation is the kernel's: white Poisson-Gaussian SURE would let a network copy it
                 model = with_kernel(model, corr.kernel())
@@ -1651,7 +1659,22 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             model = Correlated(sigma=level, kernel=corr.kernel())
             return NoiseReport(model, "correlated", clip, fit, corr, notes)
     g = estimate_gaussian(frames, clip)
+    lattice = count_lattice(hist[0])
+    # no line, or a level under half a step of data on a lattice (all-dark flat patches): maybe sparse counts
+    if (fit is None or lattice is not None and g.sigma < lattice[0] / 2) and \
+            (counts := sparse_counts(frames, hist, given)) is not None:
+        return _counted(counts, clip, fit, corr, notes)
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
+
+
+def _counted(counts: SparseCounts, clip: Clipping, fit: MeanVarianceFit | None, corr: Correlation,
+             notes: list[str]) -> NoiseReport:
+    """The report for sparse counts: their dark level is where counts start, not a floor (the pile-up test cannot tell
+    at 0.001 photons per pixel, where all but a few pixels in a thousand hold none)."""
+    if clip.low == counts.model.offset:
+        clip = Clipping(None, clip.high, 0.0, clip.fraction_high)
+        notes = [t for t in notes if not t.startswith("clipped at ")]
+    return NoiseReport(counts.model, "signal-dependent", clip, fit, corr, notes + [counts.note], counts=counts)
 
 
 def _follows_signal(fit: MeanVarianceFit) -> bool:
@@ -1726,6 +1749,66 @@ def _whole_counts(model: NoiseModel, values: np.ndarray, notes: list[str], given
                  f"read noise {sigma:.2g}) is that of counting: gain taken as {step:g} and the offset as {dark:g} (was "
                  f"{offset:.4g}), no read noise")
     return Poisson(gain=step, offset=dark)
+
+
+#: Share of pixels on the lowest value from which `sparse_counts` reads the data as sparse counts (Poisson counts
+#: of mean below ln 2 ~ 0.69 put more than half the pixels on 0), and the side of its blocks.
+SPARSE_SHARE = 0.5
+SPARSE_BLOCK = 8
+#: Relative standard error of the dispersion index above which `sparse_counts` holds too few counts to decide.
+SPARSE_PRECISION = 0.03
+
+
+@dataclass
+class SparseCounts:
+    """Counts too sparse for a mean-variance fit, read by their dispersion index (`sparse_counts`)."""
+
+    model: NoiseModel
+    dispersion: float   # within-block variance over mean above the dark level, data units (the gain, for Poisson)
+    se: float
+    dark_share: float   # of the pixels, on the dark level
+    note: str
+
+    def to_dict(self) -> dict:
+        return {"dispersion_index": self.dispersion, "se": self.se, "dark_share": self.dark_share}
+
+
+def sparse_counts(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray],
+                  given: float | None = None) -> SparseCounts | None:
+    """Poisson counts too sparse for the mean-variance fit (a counting camera's frame at 0.001-0.1 electrons per
+    pixel: most places hold no count at all, so flat patches are all-dark, their variance 0, and the bins span too
+    little brightness to draw a line through). Read where all values lie on a lattice of whole numbers
+    (`count_lattice`) and more than `SPARSE_SHARE` of the pixels sit on its lowest value, the dark level (or the
+    `given` offset): there the dispersion index (the variance within `SPARSE_BLOCK`-square blocks over their mean
+    above the dark level, pooled; the blocks take out the signal's slow changes, and a variance, unlike a
+    neighbour difference, is not lowered by a detector's charge sharing) is the gain for Poisson counts, whatever
+    their mean. Taken as counting, `poisson:gain=step,offset=dark`, when it lies within `COUNT_GAIN_TOLERANCE` of the
+    lattice's step and its standard error is under `SPARSE_PRECISION`; else None."""
+    values, n = hist
+    lattice = count_lattice(values)
+    if lattice is None or n[0] <= SPARSE_SHARE * n.sum():
+        return None
+    step, dark = lattice[0], float(values[0]) if given is None else float(given)
+    b = SPARSE_BLOCK
+    var, mean = [], []
+    for f in frames:
+        h, w = (np.array(np.shape(f)) // b) * b
+        blocks = np.asarray(f[:h, :w], np.float64).reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3)
+        blocks = blocks.reshape(-1, b * b)
+        var.append(blocks.var(axis=1, ddof=1))
+        mean.append(blocks.mean(axis=1) - dark)
+    var, mean = np.concatenate(var), np.concatenate(mean)
+    if len(mean) < 2 or not mean.sum() > 0:
+        return None
+    d = float(var.sum() / mean.sum())
+    se = float(np.std(var - d * mean) * np.sqrt(len(mean)) / mean.sum())
+    if se > SPARSE_PRECISION * step or abs(d / step - 1) > COUNT_GAIN_TOLERANCE:
+        return None
+    share = float(n[0] / n.sum())
+    note = (f"sparse counts: {100 * share:.1f} % of pixels on the dark level {dark:g}, every value on a lattice of "
+            f"step {step:g}, and the dispersion index (variance over mean above the dark level, within {b}x{b} "
+            f"blocks) {d:.4g} +- {se:.2g}, that of counting: gain taken as {step:g}, no read noise")
+    return SparseCounts(Poisson(gain=step, offset=dark), d, se, share, note)
 
 
 def _dark_offset(dark: DarkLevel | None, fit: MeanVarianceFit, clip: Clipping) -> float | None:

@@ -48,7 +48,13 @@ def plot_report(report: NoiseReport, path: Path, title: str = "") -> None:
         ax.set_ylabel("noise variance (data units\u00b2)")
         ax.legend(fontsize=7, loc="upper left")
     else:
-        ax.text(0.5, 0.5, "no mean-variance fit", ha="center", va="center", transform=ax.transAxes)
+        counts = report.counts
+        ax.text(0.5, 0.5, "no mean-variance fit" if counts is None else
+                f"counts too sparse for a mean-variance fit:\n{100 * counts.dark_share:.1f} % of pixels read "
+                f"{counts.model.offset:g},\nvariance / mean above it {counts.dispersion:.4g} \u00b1 {counts.se:.2g}",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_title(f"{report.kind}: {report.model.spec()}", fontsize=9)
     acf = report.correlation.acf
     shown = acf.copy()
