@@ -106,7 +106,15 @@ def file_noise(given: NoiseModel | AutoNoise, img: ImageFile) -> NoiseModel | Pe
 
 
 def _file_report(img: ImageFile, offset: float | None) -> NoiseReport:
-    return analyze_noise(_sample_frames([img]), offset=offset, evidence=False)
+    return _analyze(_sample_frames([img]), img.path, offset, evidence=False)
+
+
+def _analyze(frames: list[np.ndarray], path: Path, offset: float | None, evidence: bool = True) -> NoiseReport:
+    """`analyze_noise` of one file's `frames`, its refusal (a constant image: no noise to measure) one input error."""
+    try:
+        return analyze_noise(frames, offset=offset, evidence=evidence)
+    except ValueError as e:
+        raise InputError(str(e), path=path, fix="leave this file out, or give its noise with --noise") from None
 
 
 def _own_noise(report: NoiseReport, img: ImageFile) -> NoiseModel | PerFrame:
@@ -221,7 +229,7 @@ def noise(inputs: Iterable[str], *, offset: float | None = None, glob: str | Non
     for i, p in enumerate(paths):
         with open_image(p) as img:
             sampled = _sample_frames([img])
-            reports.append(analyze_noise(sampled, offset=offset))
+            reports.append(_analyze(sampled, p, offset))
             means.append(float(strided_sample(sampled, len(sampled)).mean()))  # as fit's normalisation shift
             files.append({"path": str(p), **reports[-1].to_dict()})
             frames = per_frame(reports[-1].model, img.frame, img.n_frames, reports[-1].clipping)

@@ -299,6 +299,40 @@ def test_sparse_counts_are_read_by_their_dispersion_index():
     assert (read == 0).mean() > 0.5 and not any(t.startswith("sparse counts") for t in analyze([read]).notes)
 
 
+def test_regions_filled_with_one_value_are_left_out(rng):
+    """Zero padding round an aligned image, a masked half and a mean-filled border: the flattest patches were the
+    fill's, and `gaussian_sigma` read 0 (`gaussian:sigma=1e-12`). A value filling whole regions is now left out as a
+    clipped level is, and reported; noise on a lattice (8-bit rounding) and sparse counts' zeros are no fill."""
+    clean = smooth_image(rng, 256, 256, level=0.0, amp=0.3)  # zero-mean, as normalised micrographs
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
+    for frame, value in ((np.pad(noisy, 48), 0.0), (np.where(np.arange(256) < 100, np.float32(0), noisy), 0.0),
+                         (np.pad(noisy, 24, constant_values=0.125), 0.125)):
+        rep = analyze([frame])
+        assert rep.clipping.fill == value and not rep.clipping.detected, rep.clipping
+        assert abs(rep.model.sigma / 0.05 - 1) < 0.05, rep.model
+        assert any(n.startswith("regions filled with exactly") for n in rep.notes)
+    rep = analyze([np.pad(noisy + 1, 48)])  # below all the data: a floor, whose margin costs nothing here
+    assert rep.clipping.low == 0.0 and rep.clipping.fill is None and abs(rep.model.sigma / 0.05 - 1) < 0.05
+    eight_bit = np.round(np.clip(100 * (clean + 1) + rng.normal(0, 2, clean.shape), 0, 255)).astype(np.uint8)
+    assert analyze([eight_bit]).clipping.fill is None
+    assert analyze([rng.poisson(0.02 * (clean + 0.5)).astype(np.uint16)]).clipping.fill is None
+
+
+def test_a_constant_or_non_finite_frame_is_refused(tmp_path, capsys):
+    """No noise to measure: one clear error (and exit 2 naming the file through the CLI), not a model of sigma 0."""
+    with pytest.raises(ValueError, match="same value"):
+        analyze([np.full((64, 64), 7, np.uint16)])
+    with pytest.raises(ValueError, match="NaN"):
+        analyze([np.where(np.eye(64, dtype=bool), np.nan, 1.0)])
+    import tifffile
+
+    from .test_cli import run
+
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((64, 64), 7, np.uint16))
+    code, _, err = run(["noise", tmp_path / "flat.tif"], capsys)
+    assert code == 2 and "flat.tif" in err and "same value" in err and err.count("\n") == 1
+
+
 def test_whole_counts_are_read_as_a_counting_detectors():
     """Whole counts whose fitted gain is within 10 % of their lattice's step, without read noise, take the step as the
     gain and a dark level on the lattice (exactly what the risk estimates need: a photon removed is a value the data

@@ -214,7 +214,9 @@ def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: 
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE, statistics)
     rng = np.random.default_rng(0)
     means = _box_sum(img, d, d).ravel() / (d * d)
-    start = _patch_variance(patches, np.flatnonzero(_clear_of(clip, means, 0.0)(1.0)), rng)
+    filled = _box_sum((img == clip.fill).astype(np.float64), d, d).ravel() > 0 if clip is not None and \
+        clip.fill is not None else np.zeros(len(means), bool)  # (patches touching a fill have no noise there)
+    start = _patch_variance(patches, np.flatnonzero(_clear_of(clip, means, 0.0)(1.0) & ~filled), rng)
     # the calibration's patches were many; a small image's few spread their smallest eigenvalues lower
     def measure(keep):
         n = min(len(keep), MAX_PATCHES)
@@ -222,8 +224,8 @@ def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: 
 
     def at(margin):
         far = _clear_of(clip, means, margin)
-        return _fixed_point(start, lambda v: np.flatnonzero((stats < thr * v).all(0) & far(v)), measure, 10 * d * d,
-                            iterations)
+        return _fixed_point(start, lambda v: np.flatnonzero((stats < thr * v).all(0) & far(v) & ~filled), measure,
+                            10 * d * d, iterations)
 
     if clip is None or not clip.detected:
         var, _ = at(0.0)
@@ -376,6 +378,11 @@ class Clipping:
     #: the lowest value where it spikes as a floor does but too weakly to count as clipping (`_sparse_floor`): too few
     #: pixels to clip the fit's bins, enough to cut the darkest patches' noise
     sparse_low: float | None = None
+    #: a value filling whole regions exactly (`_fill`: padding, a mask), and its share of the pixels: no noise there,
+    #: so everything touching it is left out as a clipped level is (`mask`), without a margin (the data beside it are
+    #: not cut short)
+    fill: float | None = None
+    fraction_fill: float = 0.0
 
     @property
     def detected(self) -> bool:
@@ -388,11 +395,14 @@ class Clipping:
             at |= g <= self.low
         if self.high is not None:
             at |= g >= self.high
+        if self.fill is not None:
+            at |= g == self.fill
         return at
 
     def to_dict(self) -> dict:
         return {"detected": self.detected, "low": self.low, "high": self.high,
-                "fraction_low": self.fraction_low, "fraction_high": self.fraction_high, "sparse_low": self.sparse_low}
+                "fraction_low": self.fraction_low, "fraction_high": self.fraction_high, "sparse_low": self.sparse_low,
+                "fill": self.fill, "fraction_fill": self.fraction_fill}
 
 
 def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
@@ -439,8 +449,44 @@ def detect_clipping(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray
             i = 0 if vals[0] == info.max or (vals[0] == info.min and info.min < 0) else None
         ends.append((float(vals[i]), float(cnts[i]) / n) if i is not None else (None, float(cnts[0]) / n))
     (lo, f_lo), (hi, f_hi) = ends
+    fill = _fill(crops, values, counts)
+    fill = fill if fill is not None and fill[0] not in (lo, hi) else (None, 0.0)
     return Clipping(low=lo, high=hi, fraction_low=f_lo, fraction_high=f_hi,
-                    sparse_low=float(values[0]) if lo is None and _sparse_floor(counts, n) else None)
+                    sparse_low=float(values[0]) if lo is None and _sparse_floor(counts, n) else None,
+                    fill=fill[0], fraction_fill=fill[1])
+
+
+#: Least share of the pixels a fill value (`_fill`) holds; the least share of them whose four neighbours hold it too,
+#: and the most of the other pixels that may touch it.
+FILL_FRACTION = 0.01
+FILL_INTERIOR = 0.5
+FILL_BORDER = 0.25
+
+
+def _fill(crops: list[np.ndarray], values: np.ndarray, counts: np.ndarray) -> tuple[float, float] | None:
+    """`(value, share)` of a value that fills whole regions exactly, as zero padding round an aligned or rotated
+    image, a masked background or a mean-filled border do, else None: the most frequent value where it holds at least
+    `FILL_FRACTION` of the pixels, at least `FILL_INTERIOR` of them lie inside its regions (their four neighbours
+    hold it too) and at most `FILL_BORDER` of the other pixels touch it (they lie beyond a border, not scattered
+    through it). The flattest patches are such regions', so they read the noise as 0. Sparse counts' zeros (nearly
+    every count touches them) and the repeats of noise on a lattice (few have four equal neighbours) are no fill."""
+    i = int(np.argmax(counts))
+    n = int(counts.sum())
+    if counts[i] < FILL_FRACTION * n:
+        return None
+    v = values[i]
+    inside = on = touching = others = 0
+    for c in crops:
+        at = np.asarray(c) == v
+        p = np.pad(at, 1, mode="edge")
+        around = np.stack([p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
+        inside += int((at & around.all(0)).sum())
+        on += int(at.sum())
+        touching += int((~at & around.any(0)).sum())
+        others += int((~at).sum())
+    if not others or inside < FILL_INTERIOR * on or touching > FILL_BORDER * others:
+        return None
+    return float(v), float(counts[i] / n)
 
 
 def _sparse_floor(counts: np.ndarray, n: int) -> bool:
@@ -1565,13 +1611,20 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     given = offset
     if not frames:
         raise ValueError("no frames to estimate noise from")
+    if not all(np.isfinite(f).all() for f in frames):
+        raise ValueError("the frames hold NaN or infinite values: no noise can be measured there")
     hist = histogram(frames)
+    if len(hist[0]) < 2:
+        raise ValueError(f"every pixel holds the same value ({hist[0][0]:g}): there is no noise to measure")
     clip = detect_clipping(frames, hist)
     notes = []
     if clip.detected:
         ends = [f"{v:g} ({100 * p:.1f} % of pixels)" for v, p in ((clip.low, clip.fraction_low),
                                                                   (clip.high, clip.fraction_high)) if v is not None]
         notes.append("clipped at " + " and ".join(ends) + ": fitted only away from the clipping levels")
+    if clip.fill is not None:
+        notes.append(f"regions filled with exactly {clip.fill:g} ({100 * clip.fraction_fill:.1f} % of pixels: padding or "
+                     "a mask) hold no noise: left out")
 
     def flat(m):  # no fit to scale by: one noise level everywhere
         return np.ones_like(m)
