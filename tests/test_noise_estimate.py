@@ -318,6 +318,31 @@ def test_regions_filled_with_one_value_are_left_out(rng):
     assert analyze([rng.poisson(0.02 * (clean + 0.5)).astype(np.uint16)]).clipping.fill is None
 
 
+def test_hot_pixels_are_read_as_a_neighbours_value(rng):
+    """One pixel in a thousand far above all its neighbours (a defective pixel, a cosmic-ray hit) put white noise of
+    sd 0.05 at `pg:gain=2.4,sigma=0.74` and a Poisson-Gaussian image's gain at 29000 for 2: the estimate now reads
+    them as a neighbour's value, and says how many. Clean data and sparse counts have none. Nearer the data the
+    patch fit leaves out the patches holding one."""
+    from sslrecon.noise.estimate import repair_hot
+
+    clean = smooth_image(rng, 384, 384, level=0.5, amp=0.3)
+    hot = rng.random(clean.shape) < 1e-3
+    white = clean + rng.normal(0, 0.05, clean.shape)
+    rep = analyze([np.where(hot, 50.0, white)])
+    assert isinstance(rep.model, Gaussian) and abs(rep.model.sigma / 0.05 - 1) < 0.03, rep.model
+    assert any(n.startswith(f"{hot.sum()} hot pixel") for n in rep.notes), rep.notes
+    counts = 100 + 2 * rng.poisson(200 * clean) + rng.normal(0, 3, clean.shape)
+    assert abs(analyze([np.where(hot, 60000.0, counts)]).model.gain / 2 - 1) < 0.05
+    assert repair_hot(white)[1] == 0 and repair_hot(counts)[1] == 0
+    # 60 noise sd high (sd 20 at the mean): under the repair's threshold, and the patches that hold one are left out
+    # (their noise-only energy far over their bin's), where they put the gain at 2.1x
+    rep = analyze([np.where(hot, counts + 1200, counts)])
+    assert abs(rep.model.gain / 2 - 1) < 0.05 and not any("hot pixel" in n for n in rep.notes), rep.model
+    assert repair_hot(rng.poisson(0.02 * clean))[1] == 0
+    fixed, n = repair_hot(np.where(hot, 5000, rng.poisson(20 * clean)))
+    assert n == hot.sum() and fixed.dtype.kind == "i" and fixed.max() < 5000
+
+
 def test_a_constant_or_non_finite_frame_is_refused(tmp_path, capsys):
     """No noise to measure: one clear error (and exit 2 naming the file through the CLI), not a model of sigma 0."""
     with pytest.raises(ValueError, match="same value"):
@@ -971,8 +996,10 @@ def test_bins_left_out_as_texture_are_reported_and_leave_the_errors(monkeypatch,
     assert (fit.bin_var[tex] > fit.predict(fit.bin_mean[tex])).all()
     line = fit.bin_used & ~tex
     args = fit.bin_mean[line], fit.bin_var[line], fit.bin_count[line]
-    # (the line is refined on those bins' patch groups, `_refined_line`, whose errors are much the bins' own)
-    np.testing.assert_allclose(np.sqrt(np.diag(fit.cov)), np.sqrt(np.diag(_fit_covariance(*args))), rtol=0.2)
+    # (the line is refined on those bins' patch groups, `_refined_line`, whose errors are of the bins' own size: 0.7
+    # of them here, since the patches holding an outlier left the groups, `SITE_OUTLIER`, and they scatter less)
+    ratio = np.sqrt(np.diag(fit.cov) / np.diag(_fit_covariance(*args)))
+    assert ((ratio > 0.5) & (ratio < 1.2)).all(), ratio
     assert fit.r2 == pytest.approx(_r2(*args, fit.slope, fit.intercept))
     everything = _fit_covariance(fit.bin_mean[fit.bin_used], fit.bin_var[fit.bin_used], fit.bin_count[fit.bin_used])
     assert fit.intercept_se < np.sqrt(everything[1, 1])  # the lifted bins' scatter no longer widens them
