@@ -136,9 +136,9 @@ def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
     neighbours' median; noise never lies that far over seven of its neighbours) set to the fourth of their
     neighbours' values in order (one the data hold: whole counts stay whole), and how many. A hot pixel in a thousand
     put a smooth scene's white noise at `pg:gain=2.4` (sigma 15x the truth) and a Poisson-Gaussian image's gain at
-    15000x: the patches and bins holding one have a huge variance. Where most
-    pixels equal a neighbour's median (sparse counts) the spread is 0 and nothing is taken for hot. Estimation only:
-    the data trained on and reconstructed are not touched."""
+    15000x: the patches and bins holding one have a huge variance. Where most pixels equal their neighbours' median
+    (sparse counts) the spread is 0 and nothing is taken for hot. Estimation only: the data trained on and
+    reconstructed are not touched."""
     g = np.asarray(frame)
     if g.ndim != 2 or min(g.shape) < 3:
         return g, 0
@@ -737,9 +737,9 @@ def _site_energies(s: _Sites, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`(idx, energy)`: the sites `idx` (reordered by frame, as `patches` reads them) and each one's noise variance
     from its patch alone, its mean square in the noise-only directions (about the sites' mean patch), corrected so
     that their average is unbiased; without the sites over `SITE_OUTLIER` times their median (where `SITE_BULK`
-    says the energies look like noise's). The ring that selects a
-    site does not see inside its patch, so a hot pixel there passed (one in a thousand, 60 noise sd high, put a
-    Poisson-Gaussian image's gain at 2.1x; now within 1 %, as the Haar bins' line)."""
+    says the energies look like noise's). The ring that selects a site does not see inside its patch, so a hot pixel
+    there passed (one in a thousand, 60 noise sd high, put a Poisson-Gaussian image's gain at 2.1x; now within 1 %,
+    as the Haar bins' line)."""
     idx = idx[np.argsort(s.frame[idx], kind="stable")]
     p = s.patches(idx)
     z = (p - p.mean(0)) @ s.basis
@@ -1667,18 +1667,18 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     given = offset
     if not frames:
         raise ValueError("no frames to estimate noise from")
-    frames, hot = zip(*(repair_hot(f) for f in frames))
-    frames, hot = list(frames), sum(hot)
     if not all(np.isfinite(f).all() for f in frames):
         raise ValueError("the frames hold NaN or infinite values: no noise can be measured there")
+    frames, hot = zip(*(repair_hot(f) for f in frames))
+    frames, hot = list(frames), sum(hot)
     hist = histogram(frames)
     if len(hist[0]) < 2:
         raise ValueError(f"every pixel holds the same value ({hist[0][0]:g}): there is no noise to measure")
     clip = detect_clipping(frames, hist)
     notes = []
     if hot:
-        notes.append(f"{hot} hot pixel(s) ({100 * hot / sum(f.size for f in frames):.3g} %: far above all eight "
-                     "neighbours) read as a neighbour's value for the estimate")
+        notes.append(f"{hot} hot pixel(s) ({100 * hot / sum(f.size for f in frames):.3g} %: far above all but one of "
+                     "their eight neighbours) read as a neighbour's value for the estimate")
     if clip.detected:
         ends = [f"{v:g} ({100 * p:.1f} % of pixels)" for v, p in ((clip.low, clip.fraction_low),
                                                                   (clip.high, clip.fraction_high)) if v is not None]
