@@ -128,6 +128,7 @@ def central_crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
 #: mostly dark FMD frames' own photons reach 43 of it in bright places, BSD68 texture at 5/255 16 (at 10 the FMD
 #: gains fell 3-24 %); hot pixels nearer the data are left to the patch fit (`SITE_OUTLIER`).
 HOT_SD = 100.0
+HOT_MAX = 0.01  # the largest share of a frame's pixels taken for hot
 
 
 def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
@@ -136,9 +137,10 @@ def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
     neighbours' median; noise never lies that far over seven of its neighbours) set to the fourth of their
     neighbours' values in order (one the data hold: whole counts stay whole), and how many. A hot pixel in a thousand
     put a smooth scene's white noise at `pg:gain=2.4` (sigma 15x the truth) and a Poisson-Gaussian image's gain at
-    15000x: the patches and bins holding one have a huge variance. Where most pixels equal their neighbours' median
-    (sparse counts) the spread is 0 and nothing is taken for hot. Estimation only: the data trained on and
-    reconstructed are not touched."""
+    15000x: the patches and bins holding one have a huge variance. The spread leaves out pixels whose neighbours are
+    all equal (a fill's inside, where it is 0); where most pixels still equal their neighbours' median (sparse counts)
+    it is 0 and nothing is taken for hot, nor where over `HOT_MAX` of the pixels would be. Estimation only: the data
+    trained on and reconstructed are not touched."""
     g = np.asarray(frame)
     if g.ndim != 2 or min(g.shape) < 3:
         return g, 0
@@ -147,11 +149,11 @@ def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
     nb = np.stack([p[r:r + h, c:c + w] for r in range(3) for c in range(3) if (r, c) != (1, 1)])
     nb.sort(axis=0)
     gf = g.astype(np.float64)
-    r = gf - 0.5 * (nb[3].astype(np.float64) + nb[4])
-    spread = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    r = (gf - 0.5 * (nb[3].astype(np.float64) + nb[4]))[nb[7] != nb[0]]  # (not inside a fill: a masked half read 0)
+    spread = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
     hot = gf - nb[6] > HOT_SD * spread if spread > 0 else np.zeros(g.shape, bool)  # (over all but one: pairs too)
     count = int(hot.sum())
-    if not count:
+    if not count or count > HOT_MAX * g.size:  # so many are the data's own
         return g, 0
     out = g.copy()
     out[hot] = nb[3][hot]
@@ -249,8 +251,8 @@ def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: 
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE, statistics)
     rng = np.random.default_rng(0)
     means = _box_sum(img, d, d).ravel() / (d * d)
-    filled = _box_sum((img == clip.fill).astype(np.float64), d, d).ravel() > 0 if clip is not None and \
-        clip.fill is not None else np.zeros(len(means), bool)  # (patches touching a fill have no noise there)
+    filled = _box_sum(np.isin(img, clip.fill).astype(np.float64), d, d).ravel() > 0 if clip is not None else \
+        np.zeros(len(means), bool)  # (patches touching a fill have no noise there)
     start = _patch_variance(patches, np.flatnonzero(_clear_of(clip, means, 0.0)(1.0) & ~filled), rng)
     # the calibration's patches were many; a small image's few spread their smallest eigenvalues lower
     def measure(keep):
@@ -413,10 +415,10 @@ class Clipping:
     #: the lowest value where it spikes as a floor does but too weakly to count as clipping (`_sparse_floor`): too few
     #: pixels to clip the fit's bins, enough to cut the darkest patches' noise
     sparse_low: float | None = None
-    #: a value filling whole regions exactly (`_fill`: padding, a mask), and its share of the pixels: no noise there,
-    #: so everything touching it is left out as a clipped level is (`mask`), without a margin (the data beside it are
-    #: not cut short)
-    fill: float | None = None
+    #: the values filling whole regions exactly (`_fills`: padding, a mask), and their share of the pixels: no noise
+    #: there, so everything touching them is left out as a clipped level is (`mask`), without a margin (the data beside
+    #: them are not cut short)
+    fill: tuple[float, ...] = ()
     fraction_fill: float = 0.0
 
     @property
@@ -430,14 +432,14 @@ class Clipping:
             at |= g <= self.low
         if self.high is not None:
             at |= g >= self.high
-        if self.fill is not None:
-            at |= g == self.fill
+        if self.fill:
+            at |= np.isin(g, self.fill)
         return at
 
     def to_dict(self) -> dict:
         return {"detected": self.detected, "low": self.low, "high": self.high,
                 "fraction_low": self.fraction_low, "fraction_high": self.fraction_high, "sparse_low": self.sparse_low,
-                "fill": self.fill, "fraction_fill": self.fraction_fill}
+                "fill": list(self.fill), "fraction_fill": self.fraction_fill}
 
 
 def _pile_up(values: np.ndarray, counts: np.ndarray, n: int) -> int | None:
@@ -484,32 +486,36 @@ def detect_clipping(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray
             i = 0 if vals[0] == info.max or (vals[0] == info.min and info.min < 0) else None
         ends.append((float(vals[i]), float(cnts[i]) / n) if i is not None else (None, float(cnts[0]) / n))
     (lo, f_lo), (hi, f_hi) = ends
-    fill = _fill(crops, values, counts)
-    fill = fill if fill is not None and fill[0] not in (lo, hi) else (None, 0.0)
+    fills = [(v, share) for v, share in _fills(crops, values, counts) if v not in (lo, hi)]
     return Clipping(low=lo, high=hi, fraction_low=f_lo, fraction_high=f_hi,
                     sparse_low=float(values[0]) if lo is None and _sparse_floor(counts, n) else None,
-                    fill=fill[0], fraction_fill=fill[1])
+                    fill=tuple(v for v, _ in fills), fraction_fill=float(sum(share for _, share in fills)))
 
 
-#: Least share of the pixels a fill value (`_fill`) holds; the least share of them whose four neighbours hold it too,
-#: and the most of the other pixels that may touch it.
+#: Least share of the pixels a fill value (`_fills`) holds; the least share of them whose four neighbours hold it too,
+#: and the most of the other pixels that may touch it; how many of the most frequent values are tried.
 FILL_FRACTION = 0.01
 FILL_INTERIOR = 0.5
 FILL_BORDER = 0.25
+FILL_CANDIDATES = 3
 
 
-def _fill(crops: list[np.ndarray], values: np.ndarray, counts: np.ndarray) -> tuple[float, float] | None:
-    """`(value, share)` of a value that fills whole regions exactly, as zero padding round an aligned or rotated
-    image, a masked background or a mean-filled border do, else None: the most frequent value where it holds at least
-    `FILL_FRACTION` of the pixels, at least `FILL_INTERIOR` of them lie inside its regions (their four neighbours
-    hold it too) and at most `FILL_BORDER` of the other pixels touch it (they lie beyond a border, not scattered
-    through it). The flattest patches are such regions', so they read the noise as 0. Sparse counts' zeros (nearly
-    every count touches them) and the repeats of noise on a lattice (few have four equal neighbours) are no fill."""
-    i = int(np.argmax(counts))
+def _fills(crops: list[np.ndarray], values: np.ndarray, counts: np.ndarray) -> list[tuple[float, float]]:
+    """`(value, share)` of each value that fills whole regions exactly, as zero padding round an aligned or rotated
+    image, a masked background or a mean-filled border do (two paddings, one inside the other, too): of the
+    `FILL_CANDIDATES` most frequent values, those that hold at least `FILL_FRACTION` of the pixels, at least
+    `FILL_INTERIOR` of them inside its regions (their four neighbours hold it too), while at most `FILL_BORDER` of
+    the other pixels touch it (they lie beyond a border, not scattered through it). The flattest patches are such
+    regions', so they read the noise as 0. Sparse counts' zeros (nearly every count touches them) and the repeats of
+    noise on a lattice (few have four equal neighbours) are no fill."""
     n = int(counts.sum())
-    if counts[i] < FILL_FRACTION * n:
-        return None
-    v = values[i]
+    top = np.argsort(counts, kind="stable")[::-1][:FILL_CANDIDATES]
+    return [f for f in (_fill(crops, values[i], counts[i] / n) for i in top if counts[i] >= FILL_FRACTION * n)
+            if f is not None]
+
+
+def _fill(crops: list[np.ndarray], v, share: float) -> tuple[float, float] | None:
+    """`(v, share)` where `v` passes `_fills`' spatial tests, else None."""
     inside = on = touching = others = 0
     for c in crops:
         at = np.asarray(c) == v
@@ -521,7 +527,7 @@ def _fill(crops: list[np.ndarray], values: np.ndarray, counts: np.ndarray) -> tu
         others += int((~at).sum())
     if not others or inside < FILL_INTERIOR * on or touching > FILL_BORDER * others:
         return None
-    return float(v), float(counts[i] / n)
+    return float(v), float(share)
 
 
 def _sparse_floor(counts: np.ndarray, n: int) -> bool:
@@ -1683,9 +1689,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
         ends = [f"{v:g} ({100 * p:.1f} % of pixels)" for v, p in ((clip.low, clip.fraction_low),
                                                                   (clip.high, clip.fraction_high)) if v is not None]
         notes.append("clipped at " + " and ".join(ends) + ": fitted only away from the clipping levels")
-    if clip.fill is not None:
-        notes.append(f"regions filled with exactly {clip.fill:g} ({100 * clip.fraction_fill:.1f} % of pixels: padding or "
-                     "a mask) hold no noise: left out")
+    if clip.fill:
+        notes.append(f"regions filled with exactly {', '.join(f'{v:g}' for v in clip.fill)} ({100 * clip.fraction_fill:.1f} "
+                     "% of pixels: padding or a mask) hold no noise: left out")
 
     def flat(m):  # no fit to scale by: one noise level everywhere
         return np.ones_like(m)
