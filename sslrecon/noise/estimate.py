@@ -245,14 +245,13 @@ def _white_noise_calibration(d: int, q: float, statistics: int) -> tuple[np.ndar
     return thr, shrink
 
 
-def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping | None = None) -> float:
+def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping) -> float:
     patches = sliding_window_view(img, (d, d)).reshape(-1, d * d)
     stats = _texture(img, d, statistics)
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE, statistics)
     rng = np.random.default_rng(0)
     means = _box_sum(img, d, d).ravel() / (d * d)
-    filled = _box_sum(np.isin(img, clip.fill).astype(np.float64), d, d).ravel() > 0 if clip is not None else \
-        np.zeros(len(means), bool)  # (patches touching a fill have no noise there)
+    filled = _box_sum(clip.filled(img).astype(np.float64), d, d).ravel() > 0  # (a fill holds no noise)
     start = _patch_variance(patches, np.flatnonzero(_clear_of(clip, means, 0.0)(1.0) & ~filled), rng)
     # the calibration's patches were many; a small image's few spread their smallest eigenvalues lower
     def measure(keep):
@@ -264,7 +263,7 @@ def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: 
         return _fixed_point(start, lambda v: np.flatnonzero((stats < thr * v).all(0) & far(v) & ~filled), measure,
                             10 * d * d, iterations)
 
-    if clip is None or not clip.detected:
+    if not clip.detected:
         var, _ = at(0.0)
     else:  # clipping only lowers the level; a narrower margin lets more of it in, and as the level falls so does a
         # margin measured in it, so a wide one can settle low where few patches are left: the largest level found
@@ -426,15 +425,17 @@ class Clipping:
         return self.low is not None or self.high is not None
 
     def mask(self, g: np.ndarray) -> np.ndarray:
-        """Where `g` sits at a clipping level."""
+        """Where `g` sits at a clipping level or holds a fill value."""
         at = np.zeros(g.shape, bool)
         if self.low is not None:
             at |= g <= self.low
         if self.high is not None:
             at |= g >= self.high
-        if self.fill:
-            at |= np.isin(g, self.fill)
-        return at
+        return at | self.filled(g)
+
+    def filled(self, g: np.ndarray) -> np.ndarray:
+        """Where `g` holds a fill value."""
+        return np.isin(g, self.fill)
 
     def to_dict(self) -> dict:
         return {"detected": self.detected, "low": self.low, "high": self.high,
@@ -1680,6 +1681,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     hist = histogram(frames)
     if len(hist[0]) < 2:
         raise ValueError(f"every pixel holds the same value ({hist[0][0]:g}): there is no noise to measure")
+    lattice = count_lattice(hist[0])
     clip = detect_clipping(frames, hist)
     notes = []
     if hot:
@@ -1760,8 +1762,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             model = _signal_dependent(fit.slope, fit.intercept, offset, notes)
             _note_read_noise_precision(model, fit, notes)
             if not corr.significant:
-                counted = _whole_counts(model, hist[0], notes, given)
-                if counted is model and (counts := sparse_counts(frames, hist, given)) is not None:
+                counted = _whole_counts(model, lattice, notes, given)
+                if counted is model and (counts := sparse_counts(frames, hist, lattice, given)) is not None:
                     return _counted(counts, clip, fit, corr, notes)  # (at 0.005-0.05 photons on 256 x 256 the line's
                     # gain can lie 12 % off)
                 model = counted
@@ -1779,10 +1781,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             model = Correlated(sigma=level, kernel=corr.kernel())
             return NoiseReport(model, "correlated", clip, fit, corr, notes)
     g = estimate_gaussian(frames, clip)
-    lattice = count_lattice(hist[0])
     # no line, or a level under half a step of data on a lattice (all-dark flat patches): maybe sparse counts
     if (fit is None or lattice is not None and g.sigma < lattice[0] / 2) and \
-            (counts := sparse_counts(frames, hist, given)) is not None:
+            (counts := sparse_counts(frames, hist, lattice, given)) is not None:
         return _counted(counts, clip, fit, corr, notes)
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
 
@@ -1847,15 +1848,15 @@ def count_lattice(values: np.ndarray) -> tuple[float, float] | None:
     return (float(step), float(int(v[0]) % step)) if step else None
 
 
-def _whole_counts(model: NoiseModel, values: np.ndarray, notes: list[str], given: float | None) -> NoiseModel:
-    """A counting detector's model where the data say so: all `values` on a lattice of whole numbers (`count_lattice`),
+def _whole_counts(model: NoiseModel, lattice: tuple[float, float] | None, notes: list[str],
+                  given: float | None) -> NoiseModel:
+    """A counting detector's model where the data say so: all values on a `lattice` of whole numbers (`count_lattice`),
     the fitted gain within `COUNT_GAIN_TOLERANCE` of its step and the read noise under half a step (rounding).
     Then the gain is the step, there is no read noise and the dark level lies on the lattice, so that a photon
     removed or added is a value the data can hold: the risk estimates' photon removal is exact there (a fitted gain
     of 0.986 moved each probed pixel off the lattice, which showed a network the moved input, and it learned to
     exploit that). Otherwise (or where an offset `given` by the user lies off the lattice) the model stands."""
     pg = model.as_pg()
-    lattice = count_lattice(values)
     if lattice is None or not float(pg.gain) > 0:
         return model
     step, base = lattice
@@ -1893,19 +1894,18 @@ class SparseCounts:
         return {"dispersion_index": self.dispersion, "se": self.se, "dark_share": self.dark_share}
 
 
-def sparse_counts(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray],
+def sparse_counts(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray], lattice: tuple[float, float] | None,
                   given: float | None = None) -> SparseCounts | None:
     """Poisson counts too sparse for the mean-variance fit (a counting camera's frame at 0.001-0.1 electrons per
     pixel: most places hold no count at all, so flat patches are all-dark, their variance 0, and the bins span too
-    little brightness to draw a line through). Read where all values lie on a lattice of whole numbers
-    (`count_lattice`) and more than `SPARSE_SHARE` of the pixels sit on its lowest value, the dark level (or the
+    little brightness to draw a line through). Read where all values (`hist`: the frames' `histogram`) lie on a
+    `lattice` of whole numbers (`count_lattice`) and more than `SPARSE_SHARE` of the pixels sit on its lowest value, the dark level (or the
     `given` offset): there the dispersion index (the variance within `SPARSE_BLOCK`-square blocks over their mean
     above the dark level, pooled; the blocks take out the signal's slow changes, and a variance, unlike a
     neighbour difference, is not lowered by a detector's charge sharing) is the gain for Poisson counts, whatever
     their mean. Taken as counting, `poisson:gain=step,offset=dark`, when it lies within `COUNT_GAIN_TOLERANCE` of the
     lattice's step and its standard error is under `SPARSE_PRECISION`; else None."""
     values, n = hist
-    lattice = count_lattice(values)
     if lattice is None or n[0] <= SPARSE_SHARE * n.sum():
         return None
     step, dark = lattice[0], float(values[0]) if given is None else float(given)
