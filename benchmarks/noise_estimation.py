@@ -23,8 +23,12 @@ Synthetic noise is drawn once per setting with a fixed seed:
   span, at the flatter half of its places (`reference_gain`).
 - A folder of twelve Set12 crops at 1, 5 and 30 photons (one detector, and half the files at another gain): each
   file's own gain, and the gain `--noise auto` gives it (the pooled model where `one_session` holds).
+- `--bsd68-pg` (alone, about 3 min): Poisson-Gaussian noise at four settings of 1-1500 photons on each of the 68
+  BSD68 images (481 x 321, full size) alone, and on eleven folders of six of them: how far single textured images
+  take the gain, against a folder's pooled fit.
 
     python benchmarks/noise_estimation.py [--draws 5] [--json benchmarks/results/noise_estimation.json]
+    python benchmarks/noise_estimation.py --bsd68-pg --json benchmarks/results/noise_estimation_bsd68_pg.json
 """
 from __future__ import annotations
 
@@ -250,6 +254,35 @@ def counting_table(scenes: dict[str, list[np.ndarray]], draws: int = 5) -> list[
     return rows
 
 
+#: (lo, hi photons, gain, read noise, offset given): `bsd68_pg_table`'s settings
+BSD68_PG = ((1, 100, 2.0, 4.0, 0.0), (10, 1000, 0.5, 1.0, 0.0), (1, 1000, 8.0, 24.0, 0.0), (5, 1500, 4.0, 12.0, 1000.0))
+
+
+def bsd68_pg_table(group: int = 6) -> list[dict]:
+    """Each BSD68 image alone, and the images in folders of `group` (the last two left out), with Poisson-Gaussian
+    noise at each `BSD68_PG` setting, one draw: the gain's and read noise's relative errors (nan where the model read
+    has none: Gaussian noise has no gain, a Poisson model no read noise) and the kinds read."""
+    images = grey("BSD68", 68)
+    rows = []
+    for k, (lo, hi, gain, read, offset) in enumerate(BSD68_PG):
+        noisy = []
+        for i, x in enumerate(images):
+            rng = np.random.default_rng([k, i])
+            noisy.append(offset + gain * rng.poisson(lo + x / x.max() * (hi - lo)) + rng.normal(0, read, x.shape))
+
+        def errors(frames):
+            rep = analyze(frames, offset=offset or None, evidence=False)
+            m = rep.model
+            return getattr(m, "gain", np.nan) / gain - 1, getattr(m, "sigma", np.nan) / read - 1, rep.kind
+
+        alone = [errors([y]) for y in noisy]
+        pooled = [errors(noisy[i:i + group]) for i in range(0, len(noisy) - group + 1, group)]
+        rows.append({"photons": [lo, hi], "gain": gain, "read": read, "offset": offset,
+                     **{f"{name}_{key}": [e[j] for e in es] for name, es in (("alone", alone), (f"folders_of_{group}", pooled))
+                        for j, key in enumerate(("gain_rel_errors", "read_rel_errors", "kinds"))}})
+    return rows
+
+
 def real_table() -> list[dict]:
     rows = []
     fmd = sorted((DATA / "fluorescence" / "fmd" / "noisy_raw").glob("*.tif"))
@@ -385,8 +418,24 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/noise_estimation.json"))
     ap.add_argument("--draws", type=int, default=5, help="noise draws per Poisson-Gaussian setting")
     ap.add_argument("--bsd68", type=int, default=12, help="BSD68 images in the Gaussian tables (68: all)")
+    ap.add_argument("--bsd68-pg", action="store_true", help="only the table of BSD68 images alone and in folders")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.bsd68_pg:
+        rows = bsd68_pg_table()
+        print("## Poisson-Gaussian on BSD68 (481 x 321), each image alone and in folders of six (one draw)\n")
+        print("| photons | gain | read | offset (given) | alone: gain error median, over 10 / 30 % (Gaussian) | "
+              "read error median | folders of six: gain error max | read error median |\n|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            g = np.abs(np.nan_to_num(r["alone_gain_rel_errors"], nan=1.0))  # read as Gaussian: no gain, 100 % off
+            f = np.abs(np.nan_to_num(r["folders_of_6_gain_rel_errors"], nan=1.0))
+            print(f"| {r['photons'][0]}-{r['photons'][1]} | {r['gain']} | {r['read']} | {r['offset']:g} | "
+                  f"{100 * np.median(g):.1f} %, {(g > 0.1).sum()} / {(g > 0.3).sum()} of {len(g)} "
+                  f"({r['alone_kinds'].count('gaussian')}) | {100 * np.nanmedian(np.abs(r['alone_read_rel_errors'])):.0f} % | "
+                  f"{100 * f.max():.1f} % | {100 * np.nanmedian(np.abs(r['folders_of_6_read_rel_errors'])):.0f} % |")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"bsd68_pg": rows, "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
+        return
     natural = {"Set12": grey("Set12", 12), f"BSD68[:{args.bsd68}]": grey("BSD68", args.bsd68)}
     gauss = gaussian_table(natural) + gaussian_table(natural, bits8=True)
     percent_table("## Gaussian sigma (relative error, per image alone)", gauss,

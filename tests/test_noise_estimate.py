@@ -1044,3 +1044,44 @@ def test_clipping_margin_takes_the_bins_own_variance():
     a, b, _ = _wls(fit.bin_mean[u], fit.bin_var[u], fit.bin_count[u])
     assert fit.bin_used[darkest] and fit.bin_mean[darkest] < 2 * np.sqrt(a * fit.bin_mean[darkest] + b)
     assert abs(rep.model.sigma / 4 - 1) < 0.3 and abs(rep.model.gain / 4 - 1) < 0.05
+
+
+def _fit(slope, slope_se, intercept, span, data):
+    """A mean-variance fit of the given line, fitted over brightness `span` of a data range `data` (10th-90th
+    percentiles)."""
+    from sslrecon.noise.estimate import MeanVarianceFit
+
+    empty = np.zeros(0)
+    return MeanVarianceFit(slope=slope, intercept=intercept, cov=np.diag([slope_se**2, 1.0]), r2=1.0, r2_heldout=1.0,
+                           bin_mean=empty, bin_var=empty, bin_count=empty, bin_used=empty.astype(bool),
+                           bin_texture=empty.astype(bool), heldout_mean=empty, heldout_var=empty,
+                           mean_lo=span[0], mean_hi=span[1], data_lo=data[0], data_hi=data[1])
+
+
+@pytest.mark.parametrize("slope_se,data,expected", [
+    (0.1, (200, 500), True),    # 4.5 standard errors, grows 1.9x over the data: signal-dependent
+    (0.15, (200, 500), False),  # 3 standard errors: the fitted span's growth (1.3x) is not enough
+    (0.1, (360, 490), False),   # grows 1.3x over the data too
+])
+def test_signal_dependence_judged_over_the_datas_brightness_range(slope_se, data, expected):
+    """A textured image finds flat places over a narrow span of its brightness (BSD68 test005 at 10-1000 photons:
+    367-485 of its 205-499), where the variance grows too little to call it signal-dependent; a slope clearly above
+    zero (`EXTEND_Z` standard errors) that grows the variance by `SLOPE_RATIO` over the data's own range is."""
+    from sslrecon.noise.estimate import _follows_signal
+
+    fit = _fit(0.45, slope_se, 60.0, (367, 485), data)
+    assert bool(_follows_signal(fit)) is expected
+
+
+@needs_shared
+def test_textured_image_with_flat_places_over_a_narrow_span_is_read_as_signal_dependent():
+    """BSD68 test005 alone at 10-1000 photons (gain 0.5, read noise 1): its flat places cover a narrow span of its
+    brightness, so the variance grew 1.2-1.3 times over it and every draw was read as Gaussian noise."""
+    x = _natural("BSD68", "test005.png")
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        y = 0.5 * rng.poisson(10 + 990 * x / x.max()) + rng.normal(0, 1.0, x.shape)
+        rep = analyze([y])
+        assert rep.kind == "signal-dependent" and isinstance(rep.model, PoissonGaussian | Poisson), rep.model
+        assert abs(rep.model.gain / 0.5 - 1) < 0.25, rep.model
+        assert rep.fit.data_hi - rep.fit.data_lo > 1.5 * (rep.fit.mean_hi - rep.fit.mean_lo), rep.fit
