@@ -1085,3 +1085,24 @@ def test_textured_image_with_flat_places_over_a_narrow_span_is_read_as_signal_de
         assert rep.kind == "signal-dependent" and isinstance(rep.model, PoissonGaussian | Poisson), rep.model
         assert abs(rep.model.gain / 0.5 - 1) < 0.25, rep.model
         assert rep.fit.data_hi - rep.fit.data_lo > 1.5 * (rep.fit.mean_hi - rep.fit.mean_lo), rep.fit
+
+
+def test_a_given_offset_that_leaves_no_read_noise_refits_the_gain_with_none():
+    """Counts with a dark level of 100 and little read noise, told offset 50 (a nominal bias below the real one): the
+    line leaves no read noise at that offset. Its slope with the intercept dropped predicted 1.4 to 4 times the
+    measured variances at every brightness; the gain refitted through the bins with no read noise, 0.5 to 1.5 times:
+    the model closest to them that the given offset allows."""
+    rng = np.random.default_rng(0)
+    x = ramp_scene(256, lo=5, hi=100)
+    y = 100 + 2.0 * rng.poisson(x) + rng.normal(0, 0.5, x.shape)
+    rep = analyze([y], offset=50.0)
+    assert isinstance(rep.model, Poisson) and rep.model.offset == 50.0, rep.model
+    assert any("leaves no read noise: gain" in n for n in rep.notes), rep.notes
+    f = rep.fit
+    line = f.bin_used & ~f.bin_texture
+    mu, var = f.bin_mean[line], f.bin_var[line]
+
+    def rms(gain):  # relative error of `gain * (mean - 50)` against the bins' variances
+        return float(np.sqrt(np.mean((gain * (mu - 50) / var - 1) ** 2)))
+
+    assert rep.model.gain < f.slope and rms(rep.model.gain) < 0.5 * rms(f.slope), (rep.model.gain, f.slope)
