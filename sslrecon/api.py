@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig
-from .data import Normalization, PatchSampler, split_regions, strided_sample
+from .data import HotRepaired, Normalization, PatchSampler, split_regions, strided_sample
 from .engine import checkpoint
 from .engine.bundle import Reconstructor, file_seed
 from .engine.metrics import data_range as default_data_range
@@ -57,12 +57,19 @@ def resolve_device(spec: str) -> torch.device:
     return dev
 
 
-def _open_checked(paths: list[Path], stack: ExitStack) -> list[ImageFile]:
-    """Open every input and check its data is finite, before anything is written."""
+def _open_checked(paths: list[Path], stack: ExitStack) -> list[HotRepaired]:
+    """Open every input and check its data is finite, before anything is written; frames are read with their hot
+    pixels repaired (`HotRepaired`), as the network sees them."""
     images = [stack.enter_context(open_image(p)) for p in paths]
     for img in images:
         img.check_finite()
-    return images
+    return [HotRepaired(img) for img in images]
+
+
+def _hot_report(images: list[HotRepaired]) -> dict:
+    """`hot_pixels`: the hot pixels found in each file (of the frames read), where any were."""
+    found = {str(img.path): img.hot for img in images if img.hot}
+    return {"hot_pixels": found} if found else {}
 
 
 def _check_all(paths: list[Path]) -> list[tuple[int, tuple[int, int]]]:
@@ -351,7 +358,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
                     batch_size=cfg.batch_size, lr=cfg.lr, val_every=cfg.val_every, seed=cfg.seed, run_dir=out,
                     device=device, make_state=make_state, resume=resume, progress=progress,
                     to_data_units=norm.scale**2, report=report)
-    final = make_state()
+    final = {**make_state(), **_hot_report(images)}
     final["blend"] = _record_blend(out, images, paths, val_regions, final, device, cfg.seed)
     (out / "config.json").write_text(json.dumps(final, indent=2) + "\n")
     return {"run": str(out), "device": str(device), **final, **summary}
@@ -482,14 +489,16 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
     seed = int(state["config"].get("seed", 0))
     label = f"{state['loss']} denoised"
     for path, dest in zip(paths, dests):
-        with open_image(path) as img:
+        with open_image(path) as raw:
             t0 = time.perf_counter()
+            img = HotRepaired(raw)
             s = file_seed(seed, img.path.name)
-            nm = noise_for(img)
+            nm = noise_for(raw)
             frames = (rec.predict(img.frame(i), frame_model(nm, i), seed=s + i) for i in range(img.n_frames))
-            write_like(dest, frames, img, dtype=dtype, overwrite=overwrite, label=label)
+            write_like(dest, frames, raw, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
-                   "seconds": round(time.perf_counter() - t0, 3), "blend": rec.alpha}
+                   "seconds": round(time.perf_counter() - t0, 3), "blend": rec.alpha,
+                   **({"hot_pixels": img.hot} if img.hot else {})}
 
 
 def _check_noise_frames(given, paths: list[Path], shapes: list[tuple[int, tuple[int, int]]]) -> None:
@@ -540,7 +549,7 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     files = []
     for path, ref_path in zip(paths, refs):
         with ExitStack() as stack:
-            img = stack.enter_context(open_image(path))
+            img = HotRepaired(stack.enter_context(open_image(path)))
             ref = stack.enter_context(open_image(ref_path)) if ref_path else None
             nm = noise_for(img)  # (a loss's own risk, gr2r-poisson's, takes no correlation term)
             measured = (given is None or isinstance(given, AutoNoise)) and not rec.loss.own_risk

@@ -133,40 +133,81 @@ def central_crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
 
 
 #: How far over all but the brightest of its eight neighbours a pixel must lie, in robust standard deviations of a
-#: pixel against its neighbours' median, to be a hot pixel (`repair_hot`). The spread is the whole frame's, so the
+#: pixel against its neighbours' median, to be a hot pixel (`hot_pixels`). The spread is the whole frame's (its central
+#: `MAX_SIDE` crop's), so the
 #: mostly dark FMD frames' own photons reach 43 of it in bright places, BSD68 texture at 5/255 16 (at 10 the FMD
 #: gains fell 3-24 %); hot pixels nearer the data are left to the patch fit (`SITE_OUTLIER`).
 HOT_SD = 100.0
 HOT_MAX = 0.01  # the largest share of a frame's pixels taken for hot
 
 
-def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
-    """`frame` with its hot pixels (a defective detector pixel, a cosmic ray or X-ray hit: a pixel far above all but
-    one of its eight neighbours, so pairs too, by over `HOT_SD` robust standard deviations of pixels against their
-    neighbours' median; noise never lies that far over seven of its neighbours) set to the fourth of their
-    neighbours' values in order (one the data hold: whole counts stay whole), and how many. A hot pixel in a thousand
-    put a smooth scene's white noise at `pg:gain=2.4` (sigma 15x the truth) and a Poisson-Gaussian image's gain at
-    15000x: the patches and bins holding one have a huge variance. The spread leaves out pixels whose neighbours are
-    all equal (a fill's inside, where it is 0); where most pixels still equal their neighbours' median (sparse counts)
-    it is 0 and nothing is taken for hot, nor where over `HOT_MAX` of the pixels would be. Estimation only: the data
-    trained on and reconstructed are not touched."""
-    g = np.asarray(frame)
-    if g.ndim != 2 or min(g.shape) < 3:
-        return g, 0
+def _hot_spread(g: np.ndarray) -> float:
+    """The robust standard deviation of a pixel against its eight neighbours' median, over the pixels whose
+    neighbours are not all equal (inside a fill it is 0: a masked half read 0)."""
     p = np.pad(g, 1, mode="reflect")
     h, w = g.shape
     nb = np.stack([p[r:r + h, c:c + w] for r in range(3) for c in range(3) if (r, c) != (1, 1)])
     nb.sort(axis=0)
-    gf = g.astype(np.float64)
-    r = (gf - 0.5 * (nb[3].astype(np.float64) + nb[4]))[nb[7] != nb[0]]  # (not inside a fill: a masked half read 0)
-    spread = 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
-    hot = gf - nb[6] > HOT_SD * spread if spread > 0 else np.zeros(g.shape, bool)  # (over all but one: pairs too)
-    count = int(hot.sum())
-    if not count or count > HOT_MAX * g.size:  # so many are the data's own
-        return g, 0
-    out = g.copy()
-    out[hot] = nb[3][hot]
-    return out, count
+    r = (g.astype(np.float64) - 0.5 * (nb[3].astype(np.float64) + nb[4]))[nb[7] != nb[0]]
+    return 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
+
+
+#: Rows of a frame looked at together by `hot_pixels` (memory: a band, not the frame, in float64)
+HOT_BAND = 256
+_NEIGHBOURS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
+
+
+def hot_pixels(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hot pixels of `frame` (a defective detector pixel, a cosmic ray or X-ray hit: a pixel over all but one of
+    its eight neighbours, so pairs too, by over `HOT_SD` robust standard deviations of pixels against their
+    neighbours' median, `_hot_spread` of the central `MAX_SIDE` crop; noise never lies that far over seven of its
+    neighbours) as `(rows, cols, values)`: each one's fourth neighbour value in order (one the data hold: whole
+    counts stay whole; the frame's edges reflected). None where the spread is 0 (sparse counts, where most pixels
+    equal their neighbours' median) or where over `HOT_MAX` of the pixels would be hot (so many are the data's own).
+    Read in bands of `HOT_BAND` rows, so a 4096 x 4096 frame costs a band's memory."""
+    g = np.asarray(frame)
+    none = (np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, g.dtype))
+    if g.ndim != 2 or min(g.shape) < 3:
+        return none
+    spread = _hot_spread(central_crop(g, MAX_SIDE))
+    if not spread > 0:
+        return none
+    h, w = g.shape
+    rows, cols = [], []
+    for r0 in range(0, h, HOT_BAND):
+        r1 = min(h, r0 + HOT_BAND)
+        lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
+        p = np.pad(np.asarray(g[lo:hi], np.float64), ((int(r0 == 0), int(r1 == h)), (1, 1)), mode="reflect")
+        mid = p[1:-1, 1:-1]
+        over = sum((mid - p[1 + dr:p.shape[0] - 1 + dr, 1 + dc:w + 1 + dc] > HOT_SD * spread).astype(np.int8)
+                   for dr, dc in _NEIGHBOURS)
+        r, c = np.nonzero(over >= 7)  # over all but one
+        rows.append(r + r0)
+        cols.append(c)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    if not r.size or r.size > HOT_MAX * g.size:
+        return none
+    nb = np.stack([g[_reflect(r + dr, h), _reflect(c + dc, w)] for dr, dc in _NEIGHBOURS])
+    nb.sort(axis=0)
+    return r, c, nb[3]
+
+
+def _reflect(i: np.ndarray, n: int) -> np.ndarray:
+    """Indices one step outside `0..n-1` reflected back inside, as `np.pad(mode="reflect")` does."""
+    return np.where(i < 0, -i, np.where(i >= n, 2 * (n - 1) - i, i))
+
+
+def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
+    """`frame` with its `hot_pixels` set to their values, and how many. A hot pixel in a thousand put a smooth
+    scene's white noise at `pg:gain=2.4` (sigma 15x the truth) and a Poisson-Gaussian image's gain at 15000x: the
+    patches and bins holding one have a huge variance. `analyze` and `per_frame` estimate from the repaired frames;
+    training and reconstruction see them too (`data.HotRepaired`)."""
+    r, c, v = hot_pixels(frame)
+    if not r.size:
+        return np.asarray(frame), 0
+    out = np.array(frame, copy=True)
+    out[r, c] = v
+    return out, int(r.size)
 
 
 def _crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
