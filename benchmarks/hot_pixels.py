@@ -55,7 +55,8 @@ def main() -> None:
                 tifffile.imwrite(inputs / f"{i:02d}.tif", np.where(m, HOT, y).astype(np.float32) if hot else y.astype(np.float32))
             t0 = time.perf_counter()
             run = api.fit([str(inputs)], d / "run", config=cfg)
-            row = {"data": name, "hot_pixels": sum(run.get("hot_pixels", {}).values()), "true_hot": int(sum(m.sum() for m in masks)) if hot else 0}
+            row = {"data": name, "hot_pixels": sum(run.get("hot_pixels", {}).values()),
+                   "true_hot": int(sum(m.sum() for m in masks)) if hot else 0}
             for blend in (True, False):
                 out = d / f"out_{blend}"
                 list(api.reconstruct(d / "run", [str(inputs)], out, blend=blend, device="cpu"))

@@ -1,4 +1,5 @@
-"""Hot pixels (a defective detector pixel, a cosmic ray) read as a neighbour's value wherever a network sees the data."""
+"""Hot pixels (a defective detector pixel, a cosmic ray) read as a neighbour's value wherever a network sees the
+data."""
 import json
 
 import numpy as np

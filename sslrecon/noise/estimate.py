@@ -119,9 +119,9 @@ MIN_GROWTH, SLOPE_Z = 1.1, 8.0  # or a smaller growth with a slope this many sta
 #: its brightness: BSD68 test005 at 10-1000 photons (gain 0.5, read noise 1) fits 367-485 of its 205-499, where the
 #: variance grows 1.28 times (2.10 over the whole range) with a slope 4.7 standard errors from zero, and was read as
 #: Gaussian in 5 of 5 draws. Over all 68 BSD68 images, each alone at four Poisson-Gaussian settings of 1-1000
-#: photons, 11 such misreads of 272 are now signal-dependent (gain within 1-15 %, one +80 %) and no other estimate moved; white
-#: Gaussian noise at 5-50/255 on all of BSD68 and Set12, float and 8-bit, is read as before (640 images, the same 25
-#: called not Gaussian)
+#: photons, 11 such misreads of 272 are now signal-dependent (gain within 1-15 %, one +80 %) and no other estimate
+#: moved; white Gaussian noise at 5-50/255 on all of BSD68 and Set12, float and 8-bit, is read as before (640
+#: images, the same 25 called not Gaussian)
 EXTEND_Z = 4.0
 
 
@@ -133,10 +133,10 @@ def central_crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
 
 
 #: How far over all but the brightest of its eight neighbours a pixel must lie, in robust standard deviations of a
-#: pixel against its neighbours' median, to be a hot pixel (`hot_pixels`). The spread is the whole frame's (its central
-#: `MAX_SIDE` crop's), so the
-#: mostly dark FMD frames' own photons reach 43 of it in bright places, BSD68 texture at 5/255 16 (at 10 the FMD
-#: gains fell 3-24 %); hot pixels nearer the data are left to the patch fit (`SITE_OUTLIER`).
+#: pixel against its neighbours' median, to be a hot pixel (`hot_pixels`). The spread is the whole frame's (its
+#: central `MAX_SIDE` crop's), so the mostly dark FMD frames' own photons reach 43 of it in bright places, BSD68
+#: texture at 5/255 16 (at 10 the FMD gains fell 3-24 %); hot pixels nearer the data are left to the patch fit
+#: (`SITE_OUTLIER`).
 HOT_SD = 100.0
 HOT_MAX = 0.01  # the largest share of a frame's pixels taken for hot
 
