@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..noise.estimate import hot_pixels
+from ..noise.estimate import hot_pixels, with_values
 
 #: Repaired frames kept per file (a frame with hot pixels is copied once, not for every patch cut from it)
 CACHED_FRAMES = 2
@@ -48,13 +48,10 @@ class HotRepaired:
         f = self._image.frame(i)
         if i not in self._found:
             self._found[i] = hot_pixels(f)
-        r, c, v = self._found[i]
-        if not r.size:
+        if not self._found[i][0].size:
             return f
         if i not in self._cache:
-            fixed = np.array(f, copy=True)
-            fixed[r, c] = v
-            self._cache[i] = fixed
+            self._cache[i] = with_values(f, self._found[i])
             if len(self._cache) > CACHED_FRAMES:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(i)

@@ -202,12 +202,18 @@ def repair_hot(frame: np.ndarray) -> tuple[np.ndarray, int]:
     scene's white noise at `pg:gain=2.4` (sigma 15x the truth) and a Poisson-Gaussian image's gain at 15000x: the
     patches and bins holding one have a huge variance. `analyze` and `per_frame` estimate from the repaired frames;
     training and reconstruction see them too (`data.HotRepaired`)."""
-    r, c, v = hot_pixels(frame)
-    if not r.size:
+    found = hot_pixels(frame)
+    if not found[0].size:
         return np.asarray(frame), 0
+    return with_values(frame, found), int(found[0].size)
+
+
+def with_values(frame: np.ndarray, found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """A copy of `frame` with `found = (rows, cols, values)` (`hot_pixels`) set."""
+    r, c, v = found
     out = np.array(frame, copy=True)
     out[r, c] = v
-    return out, int(r.size)
+    return out
 
 
 def _crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
