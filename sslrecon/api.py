@@ -493,7 +493,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
             t0 = time.perf_counter()
             img = HotRepaired(raw)
             s = file_seed(seed, img.path.name)
-            nm = noise_for(raw)
+            nm = noise_for(img)
             frames = (rec.predict(img.frame(i), frame_model(nm, i), seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, raw, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],

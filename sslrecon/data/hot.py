@@ -24,7 +24,7 @@ CACHED_FRAMES = 2
 class HotRepaired:
     """An open `ImageFile` whose frames are read with their hot pixels set to a neighbour's value. Everything else
     (path, format, metadata for the writers) is the file's own; frames without hot pixels are the file's own views.
-    `hot` counts the hot pixels of the frames read so far."""
+    `hot` counts the hot pixels of the frames read so far. Opening and closing stay with the file."""
 
     def __init__(self, image):
         self._image = image
@@ -33,12 +33,6 @@ class HotRepaired:
 
     def __getattr__(self, name):
         return getattr(self._image, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._image.close()
 
     @property
     def hot(self) -> int:
