@@ -1106,3 +1106,51 @@ def test_a_given_offset_that_leaves_no_read_noise_refits_the_gain_with_none():
         return float(np.sqrt(np.mean((gain * (mu - 50) / var - 1) ** 2)))
 
     assert rep.model.gain < f.slope and rms(rep.model.gain) < 0.5 * rms(f.slope), (rep.model.gain, f.slope)
+
+
+def _line_fit(mu, var, slope, intercept):
+    """A mean-variance fit whose bins (`mu`, `var`, 500 places each, all on the line) gave `slope` and `intercept`."""
+    from sslrecon.noise.estimate import MeanVarianceFit
+
+    n = len(mu)
+    return MeanVarianceFit(slope=slope, intercept=intercept, cov=np.eye(2), r2=1.0, r2_heldout=1.0, bin_mean=mu,
+                           bin_var=var, bin_count=np.full(n, 500), bin_used=np.ones(n, bool),
+                           bin_texture=np.zeros(n, bool), heldout_mean=mu, heldout_var=var, mean_lo=mu[0],
+                           mean_hi=mu[-1], data_lo=mu[0], data_hi=mu[-1])
+
+
+def test_a_dark_level_above_the_darkest_data_is_not_taken():
+    """A line steepened by texture puts its zero, the dark level with no read noise, at 260, where data reach down
+    to 128: Poisson-Gaussian data never average below their offset, so the offset is the darkest data's and the gain
+    is refitted through the bins with no read noise there. A dark level below the darkest data stands."""
+    from sslrecon.noise.estimate import _gain_through, _signal_dependent
+
+    mu = np.linspace(270.0, 310.0, 8)
+    fit = _line_fit(mu, 20.0 * (mu - 260.0), 20.0, -5200.0)
+    notes = []
+    m = _signal_dependent(fit, None, notes, darkest=128.0)
+    assert isinstance(m, Poisson) and m.offset == 128.0, m
+    assert m.gain == pytest.approx(_gain_through(fit, 128.0)) and m.gain < 20.0 / 4, m
+    assert any("above the darkest data" in n for n in notes), notes
+    m = _signal_dependent(fit, None, notes := [], darkest=265.0)
+    assert isinstance(m, Poisson) and m.offset == pytest.approx(260.0) and m.gain == 20.0, m
+    assert not any("above the darkest data" in n for n in notes), notes
+
+
+@needs_shared
+def test_texture_cannot_put_the_dark_level_above_the_darkest_data():
+    """BSD68 test036 alone at 10-1000 photons (gain 0.5, read noise 1): flat places over a narrow span of its
+    brightness, lifted by texture, put the line's dark level at 248 and its slope at 29 times the gain, where the
+    darkest data lie near 127. The offset now lies at the darkest data, and the gain refitted there reads 7.8 times
+    the truth (texture still lifts it, but no longer through an impossible offset)."""
+    from sslrecon.noise.estimate import darkest_data
+
+    x = _natural("BSD68", "test036.png")
+    rng = np.random.default_rng(0)
+    y = 0.5 * rng.poisson(10 + 990 * x / x.max()) + rng.normal(0, 1.0, x.shape)
+    rep = analyze([y])
+    assert rep.kind == "signal-dependent", rep.model
+    m = rep.model.as_pg()
+    assert m.offset <= darkest_data([y], rep.clipping, rep.fit) + 1e-9, (m, rep.notes)
+    assert m.gain < rep.fit.slope / 3, (m, rep.fit.slope)
+    assert any("above the darkest data" in n for n in rep.notes), rep.notes

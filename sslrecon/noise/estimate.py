@@ -1573,7 +1573,25 @@ class DarkLevel:
                 "consistent": self.consistent, "darkest_data": self.darkest, "below_data": self.below_data}
 
 
-def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -> DarkLevel | None:
+def darkest_data(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -> float:
+    """The darkest data away from clipping, where no dark level of Poisson-Gaussian noise can lie above (their mean is
+    `offset + gain * photons`): the 0.1th percentile of the 7 x 7 local means of pixels whose cross of neighbours
+    touches no clipping level, raised by the 3.09 sd by which their own noise (white: the fitted variance / 49) puts
+    it below the mean of the darkest flat region."""
+    local = []
+    for f in frames:
+        g = _crop(f).astype(np.float64)
+        if min(g.shape) < 16:
+            continue
+        touched = np.logical_or.reduce(_cross(clip.mask(g)))
+        local.append(_box_mean_same(g, 7)[1:-1, 1:-1][~touched])
+    if not local or not sum(len(m) for m in local):
+        return np.inf
+    q = float(np.quantile(np.concatenate(local), 0.001))
+    return float(q + 3.09 * np.sqrt(max(float(fit.predict(q)), 0.0)) / 7)
+
+
+def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit, darkest: float) -> DarkLevel | None:
     """The dark level of Poisson-Gaussian noise from the third cumulant of the residual `r = y_i - mean(4
     neighbours)` (`kappa3(r) = 0.9375 kappa3(y)` for independent pixels): shot noise has `kappa3 = gain^2 (mean -
     offset)` and Gaussian read noise none. The mean-variance line alone cannot tell an offset from read noise
@@ -1581,12 +1599,12 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     are low enough for the shot noise to be skewed. The level is where the weighted line of the bins' kappa3
     against their brightness reaches zero, so an error in the gain does not move it. Residuals touching a
     clipping level are left out, and brightness outside the bins the line was fitted on. None where the fit
-    has no positive slope or too few places."""
+    has no positive slope or too few places. `darkest` (`darkest_data`) is what `DarkLevel.below_data` holds it to."""
     used = fit.bin_used & np.isfinite(fit.bin_mean)
     if fit.slope <= 0 or used.sum() < 2:
         return None
     lo, hi = float(np.min(fit.bin_mean[used])), float(np.max(fit.bin_mean[used]))
-    rs, mus, blocks, occupied, first, local = [], [], [], 0, 0, []
+    rs, mus, blocks, occupied, first = [], [], [], 0, 0
     for f in frames:
         g = _crop(f).astype(np.float64)
         if min(g.shape) < 16:
@@ -1595,7 +1613,6 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
         r = centre - sum(around) / 4
         mu = _box_mean_same(g, 7)[1:-1, 1:-1]
         touched = np.logical_or.reduce(_cross(clip.mask(g)))
-        local.append(mu[~touched])
         keep = ~touched & (mu >= lo) & (mu <= hi)
         rows, cols = np.nonzero(keep)
         rs.append(r[keep])
@@ -1648,10 +1665,6 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -
     m, k3, _ = cumulants(total)
     c1, c0 = line(total)
     chi2 = float(np.sum(((k3 - c1 * m - c0) / np.maximum(k3_se, 1e-300)) ** 2) / (SKEW_BINS - 2))
-    # the 0.1th percentile of the local means, raised by the 3.09 sd by which their own noise (white: variance / 49)
-    # puts it below the mean of the darkest flat region
-    q = float(np.quantile(np.concatenate(local), 0.001))
-    darkest = q + 3.09 * np.sqrt(max(float(fit.predict(q)), 0.0)) / 7
     return DarkLevel(offset=float(level), se=se, chi2=chi2, bins=SKEW_BINS, darkest=float(darkest))
 
 
@@ -1811,7 +1824,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             # the stencil's cumulant factors hold for independent pixels: not where neighbours correlate at all (FMD's
             # lag-1 0.2-0.36 put BPAE_R's level at 11.6 +- 1.5 where its clean reference gives 5.1)
             usable = offset is None and clip.low is None  # (`_dark_offset` refuses floor-clipped data)
-            dark = dark_level(frames, clip, fit) if (evidence or usable) and abs(corr.lag1) <= CORR_THRESHOLD else None
+            darkest = darkest_data(frames, clip, fit)
+            dark = dark_level(frames, clip, fit, darkest) if (evidence or usable) and abs(corr.lag1) <= CORR_THRESHOLD \
+                else None
             if offset is None and (offset := _dark_offset(dark, fit, clip)) is not None:
                 notes.append(f"offset {offset:.5g} from the third cumulant of the noise (shot noise is skewed, read "
                              f"noise is not; dark level {dark.offset:.5g} +- {dark.se:.2g}); --noise auto:offset=V "
@@ -1819,7 +1834,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
             elif offset is None and dark is not None and not dark.below_data:
                 notes.append(f"the third cumulant's dark level {dark.offset:.5g} +- {dark.se:.2g} lies above the "
                              f"darkest data ({dark.darkest:.5g}), where no offset can lie: not taken")
-            model = _signal_dependent(fit, offset, notes)
+            # (a floor skews the data's dark end: FMD BPAE_R, clipped at 3, has its darkest unclipped data at 4.1,
+            # below the dark level of 5.1 its clean reference gives, and a gain read through there lay 17 % low)
+            model = _signal_dependent(fit, offset, notes, darkest if clip.low is None else np.inf)
             _note_read_noise_precision(model, fit, notes)
             if not corr.significant:
                 counted = _whole_counts(model, lattice, notes, given)
@@ -1874,13 +1891,23 @@ def _follows_signal(fit: MeanVarianceFit) -> bool:
                               or (_growth(fit, fit.data_lo, fit.data_hi) >= SLOPE_RATIO and z >= EXTEND_Z))
 
 
-def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[str]) -> NoiseModel:
+def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[str],
+                      darkest: float = np.inf) -> NoiseModel:
     """The line's gain `a` and intercept `b = sigma^2 - a * offset` as a model, choosing the offset. Where a given (or
     found) offset leaves no read noise (`b + a * offset <= 0`), the gain is refitted through the line's bins with none
     (`_gain_through`): the line's own slope with the intercept dropped would predict variances off the data (BSD68
     test031 alone at 5-1500 photons with offset 1000: the line's slope read 14 times the gain, its intercept well
-    below `-a * offset`, a model whose variance at the data's mean was 21 times the line's)."""
+    below `-a * offset`, a model whose variance at the data's mean was 21 times the line's). A negative intercept
+    puts the dark level at `-b / a`, but never above the `darkest` data (`darkest_data`), where none can lie: a line
+    that does is steepened by texture whose variance grows faster than the signal's (BSD68 test036 alone at 10-1000
+    photons: flat places over 274-307 only, the line's dark level 261 where the darkest data lie at 128, its
+    slope 38 times the gain); its gain is refitted through the darkest data's level with no read noise. (Not where a
+    floor clips the data: `analyze` passes no `darkest` there.)"""
     a, b = fit.slope, fit.intercept
+    if offset is None and b <= 0 and -b / a > darkest:
+        notes.append(f"the line's dark level {-b / a:.5g} lies above the darkest data ({darkest:.5g}), where no offset "
+                     "can lie: texture steepens the line; the offset taken at the darkest data")
+        offset = darkest
     if offset is not None:
         s2 = b + a * offset
         if s2 <= 0:
