@@ -1154,3 +1154,62 @@ def test_texture_cannot_put_the_dark_level_above_the_darkest_data():
     assert m.offset <= darkest_data([y], rep.clipping, rep.fit) + 1e-9, (m, rep.notes)
     assert m.gain < rep.fit.slope / 3, (m, rep.fit.slope)
     assert any("above the darkest data" in n for n in rep.notes), rep.notes
+
+
+def _acf(lag1, lag2):
+    """A normalised autocorrelation (lags up to `LAGS`) with `lag1` and `lag2` along both axes."""
+    acf = np.zeros((2 * LAGS + 1, 2 * LAGS + 1))
+    acf[LAGS, LAGS] = 1.0
+    for d, v in ((1, lag1), (2, lag2)):
+        acf[LAGS, LAGS + d] = acf[LAGS, LAGS - d] = acf[LAGS + d, LAGS] = acf[LAGS - d, LAGS] = v
+    return acf
+
+
+@pytest.mark.parametrize("lag1,lag2,terciles,expected", [
+    (0.25, 0.02, [0.26, 0.25, 0.27], False),  # a compact kernel's weak correlation: noise
+    (0.22, 0.13, [0.20, 0.25, 0.21], True),   # as far at lag 2 as texture's (BSD68 test004 at 10-1000 photons)
+    (0.55, 0.25, [0.52, 0.55, 0.58], False),  # strong correlation at every brightness: a wide kernel's, kept
+])
+def test_a_weak_correlation_that_reaches_as_far_as_textures_is_texture(lag1, lag2, terciles, expected):
+    """Texture left in flat blocks correlates neighbours at lag 2 nearly as much as at lag 1, while a weak noise
+    correlation from a compact kernel falls off fast: a weak correlation (some tercile at most 0.3) whose lag-2 share
+    reaches `LONG_REACH` is taken for texture."""
+    from sslrecon.noise.estimate import LONG_REACH, Correlation
+
+    corr = Correlation(_acf(lag1, lag2), terciles, 3000, excess_z=10.0)
+    assert corr.reach == pytest.approx(lag2 / lag1)
+    assert corr.far_reaching is expected
+    assert corr.significant is not expected
+    assert (corr.reach >= LONG_REACH) is (lag2 / lag1 >= LONG_REACH)
+
+
+@needs_shared
+def test_textures_far_reaching_correlation_leaves_the_white_gain():
+    """BSD68 test027 alone at 10-1000 photons (gain 0.5, read noise 1): its texture correlates the flat blocks' noise
+    by 0.2-0.3 at every brightness, and the refit that took it for the noise's own put the gain 57 % high, where the
+    white fit reads it within 1 %. That correlation reaches 0.5-0.6 of itself at lag 2, as texture's does."""
+    x = _natural("BSD68", "test027.png")
+    rng = np.random.default_rng([1, 26])
+    y = 0.5 * rng.poisson(10 + 990 * x / x.max()) + rng.normal(0, 1.0, x.shape)
+    rep = analyze([y])
+    assert rep.kind == "signal-dependent" and not rep.correlation.significant, rep.notes
+    assert rep.correlation.far_reaching and any("as far as texture's" in n for n in rep.notes), rep.notes
+    assert rep.to_dict()["correlation"]["lag2_reach"] == rep.correlation.reach >= 0.35  # in `noise --json`
+    assert abs(rep.model.gain / 0.5 - 1) < 0.1, rep.model
+
+
+@needs_shared
+def test_a_weak_noise_correlation_on_texture_is_kept():
+    """The same kind of image (BSD68 test025 alone at 10-1000 photons) with Poisson-Gaussian noise correlated by a
+    compact plus-shaped kernel (lag-1 0.25): the correlation falls off fast (its lag-2 share 0.1), stays the noise's,
+    and the refit on it reads the gain within 10 %, where the white fit reads it 44 % low."""
+    import torch
+
+    x = _natural("BSD68", "test025.png")
+    arm = 0.134
+    truth = Correlated(1.0, ((0.0, arm, 0.0), (arm, 1.0, arm), (0.0, arm, 0.0)), gain=0.5, offset=0.0)
+    clean = torch.tensor(0.5 * (10 + 990 * x / x.max()))[None, None]
+    y = truth.sample(clean, generator=torch.Generator().manual_seed(1024))[0, 0].numpy().astype(np.float64)
+    rep = analyze([y])
+    assert rep.correlation.significant and not rep.correlation.far_reaching, rep.notes
+    assert abs(rep.model.gain / 0.5 - 1) < 0.1, rep.model
