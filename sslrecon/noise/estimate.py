@@ -49,7 +49,9 @@ Three estimators, all in the data's own units and equivariant under an affine ch
   and the patches' fit gives the line (HH's texture and its own-mean binning put the gain 19 % high
   on Set12 crops at lag-1 0.5 and 24 % low on a smooth micrograph-like scene; the patches' 0.5 %
   and 13 % low). Where that refit follows the signal, the flat blocks' variances must spread no further
-  than stationary noise's (`Correlation.block_spread`): texture's vary from place to place.
+  than stationary noise's (`Correlation.block_spread`): texture's vary from place to place. A weak correlation
+  (some tercile at most 0.3) must fall off fast from lag 1 to lag 2, as a compact kernel's does
+  (`Correlation.far_reaching`): texture's reaches further.
 
 Pixel-scale texture that is as strong as the noise cannot always be told from it in one image: on
 natural images at 1000 photons the fitted gain runs up to 8 % high (bins texture lifts over 3 standard errors above
@@ -60,7 +62,7 @@ passes the correlated-noise test and the Haar path is used (benchmarks/noise_est
 `analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
 Offset and read noise are not separately identifiable from a mean-variance relation (both move its
 intercept): the offset is taken as 0 unless given (`auto:offset=V`), or as the smallest offset that
-explains a negative intercept. The third cumulant separates them where the counts are low (shot noise is
+explains a negative intercept, but never above the darkest data (`darkest_data`; away from a floor). The third cumulant separates them where the counts are low (shot noise is
 skewed, read noise is not): `dark_level` finds where it puts the dark level, for white signal-dependent noise
 (it assumes independent pixels), and `auto` takes that as the offset only where its brightness bins agree (texture
 bends them), it is precise, no floor clips the data, it lies above the line's own choice (by over five
