@@ -1213,3 +1213,18 @@ def test_a_weak_noise_correlation_on_texture_is_kept():
     rep = analyze([y])
     assert rep.correlation.significant and not rep.correlation.far_reaching, rep.notes
     assert abs(rep.model.gain / 0.5 - 1) < 0.1, rep.model
+
+
+@needs_shared
+def test_a_line_that_fails_on_the_held_out_half_is_reported():
+    """BSD68 test031 alone at 10-1000 photons: texture lifts its flat places unevenly, so the line fitted on one half
+    of the image predicts the other half's variances worse than their mean does (held-out R^2 -7.4) and its gain reads
+    2.4 times the truth; the report says so. A smooth scene's line (held-out R^2 near 1) gets no such note."""
+    x = _natural("BSD68", "test031.png")
+    rng = np.random.default_rng([1, 30])
+    rep = analyze([0.5 * rng.poisson(10 + 990 * x / x.max()) + rng.normal(0, 1.0, x.shape)])
+    assert rep.kind == "signal-dependent" and rep.r2 < 0.5, (rep.r2, rep.model)
+    assert any("predicts the held-out half of the data poorly" in n for n in rep.notes), rep.notes
+    rng = np.random.default_rng(0)
+    smooth = analyze([0.5 * rng.poisson(ramp_scene(256, lo=10, hi=1000)) + rng.normal(0, 1.0, (256, 256))])
+    assert smooth.r2 > 0.9 and not any("held-out half" in n for n in smooth.notes), (smooth.r2, smooth.notes)
