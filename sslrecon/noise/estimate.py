@@ -62,12 +62,13 @@ passes the correlated-noise test and the Haar path is used (benchmarks/noise_est
 `analyze(frames)` runs them all and chooses the model; `estimate_auto(frames)` returns the model.
 Offset and read noise are not separately identifiable from a mean-variance relation (both move its
 intercept): the offset is taken as 0 unless given (`auto:offset=V`), or as the smallest offset that
-explains a negative intercept, but never above the darkest data (`darkest_data`; away from a floor). The third cumulant separates them where the counts are low (shot noise is
-skewed, read noise is not): `dark_level` finds where it puts the dark level, for white signal-dependent noise
-(it assumes independent pixels), and `auto` takes that as the offset only where its brightness bins agree (texture
-bends them), it is precise, no floor clips the data, it lies above the line's own choice (by over five
-standard errors where that is 0, so offset-free data keep offset 0) and not above the darkest data (the mean of
-Poisson-Gaussian data is the offset plus the photons' signal, never less; `DarkLevel.below_data`).
+explains a negative intercept, but never above the darkest data (`darkest_data`; away from a floor). The third
+cumulant separates them where the counts are low (shot noise is skewed, read noise is not): `dark_level` finds
+where it puts the dark level, for white signal-dependent noise (it assumes independent pixels), and `auto` takes
+that as the offset only where its brightness bins agree (texture bends them), it is precise, no floor clips the data,
+it lies above the line's own choice (by over five standard errors where that is 0, so offset-free data keep offset 0)
+and not above the darkest data (the mean of Poisson-Gaussian data is the offset plus the photons' signal, never less;
+`DarkLevel.below_data`).
 """
 from __future__ import annotations
 
@@ -1601,6 +1602,12 @@ class DarkLevel:
                 "consistent": self.consistent, "darkest_data": self.darkest, "below_data": self.below_data}
 
 
+def _local_means(g: np.ndarray, clip: Clipping) -> tuple[np.ndarray, np.ndarray]:
+    """The 7 x 7 local means of `g` and whether each pixel's cross of neighbours touches a clipping level, both
+    without the one-pixel border that `_cross` drops."""
+    return _box_mean_same(g, 7)[1:-1, 1:-1], np.logical_or.reduce(_cross(clip.mask(g)))
+
+
 def darkest_data(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit) -> float:
     """The darkest data away from clipping, where no dark level of Poisson-Gaussian noise can lie above (their mean is
     `offset + gain * photons`): the 0.1th percentile of the 7 x 7 local means of pixels whose cross of neighbours
@@ -1611,8 +1618,8 @@ def darkest_data(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit)
         g = _crop(f).astype(np.float64)
         if min(g.shape) < 16:
             continue
-        touched = np.logical_or.reduce(_cross(clip.mask(g)))
-        local.append(_box_mean_same(g, 7)[1:-1, 1:-1][~touched])
+        mu, touched = _local_means(g, clip)
+        local.append(mu[~touched])
     if not local or not sum(len(m) for m in local):
         return np.inf
     q = float(np.quantile(np.concatenate(local), 0.001))
@@ -1639,8 +1646,7 @@ def dark_level(frames: list[np.ndarray], clip: Clipping, fit: MeanVarianceFit, d
             continue
         centre, *around = _cross(g)
         r = centre - sum(around) / 4
-        mu = _box_mean_same(g, 7)[1:-1, 1:-1]
-        touched = np.logical_or.reduce(_cross(clip.mask(g)))
+        mu, touched = _local_means(g, clip)
         keep = ~touched & (mu >= lo) & (mu <= hi)
         rows, cols = np.nonzero(keep)
         rs.append(r[keep])
@@ -1927,8 +1933,7 @@ def _follows_signal(fit: MeanVarianceFit) -> bool:
                               or (_growth(fit, fit.data_lo, fit.data_hi) >= SLOPE_RATIO and z >= EXTEND_Z))
 
 
-def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[str],
-                      darkest: float = np.inf) -> NoiseModel:
+def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[str], darkest: float) -> NoiseModel:
     """The line's gain `a` and intercept `b = sigma^2 - a * offset` as a model, choosing the offset. Where a given (or
     found) offset leaves no read noise (`b + a * offset <= 0`), the gain is refitted through the line's bins with none
     (`_gain_through`): the line's own slope with the intercept dropped would predict variances off the data (BSD68
@@ -1938,7 +1943,7 @@ def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[st
     that does is steepened by texture whose variance grows faster than the signal's (BSD68 test036 alone at 10-1000
     photons: flat places over 274-307 only, the line's dark level 261 where the darkest data lie at 128, its
     slope 38 times the gain); its gain is refitted through the darkest data's level with no read noise. (Not where a
-    floor clips the data: `analyze` passes no `darkest` there.)"""
+    floor clips the data: `analyze` passes an infinite `darkest` there.)"""
     a, b = fit.slope, fit.intercept
     if offset is None and b <= 0 and -b / a > darkest:
         notes.append(f"the line's dark level {-b / a:.5g} lies above the darkest data ({darkest:.5g}), where no offset "
