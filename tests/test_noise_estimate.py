@@ -388,6 +388,18 @@ def test_clipping_not_reported_for_unclipped_float_data():
     assert not detect_clipping([rng.normal(0, 1, (64, 64))]).detected
 
 
+def test_whole_numbers_stored_as_floats_keep_their_integer_type_limit():
+    # 8-bit data with a handful of saturated pixels: too few to pile up, so only the type's limit marks the ceiling,
+    # and converting the frame to float32 (as image editors do) must not lose it
+    rng = np.random.default_rng(11)
+    x = np.clip(np.round(rng.normal(120, 30, (96, 96))), 0, 254)
+    x[5, 7] = x[40, 41] = 255
+    for frame in (x.astype(np.uint8), x.astype(np.float32), x.astype(np.float64)):
+        assert detect_clipping([frame]).high == 255, frame.dtype
+    assert detect_clipping([x.astype(np.float32) + 0.5]).high is None  # not whole numbers: no integer type
+    assert detect_clipping([(x - 100).astype(np.float32)]).high is None  # whole numbers, in int16: 155 is no limit
+
+
 def test_white_gaussian_is_chosen_with_no_correlation():
     rng = np.random.default_rng(6)
     x = smooth_image(rng, 384, 384, level=500, amp=200)
@@ -539,6 +551,16 @@ def test_fmd_frames_signal_dependent_clipped_and_predictive():
         # neighbouring pixels correlate (lag-1 0.2-0.36 on four of them): the cumulant dark level is not claimed
         # there (it read 11.6 +- 1.5 on BPAE_R, whose clean reference puts the dark level at 5.1)
         assert own.dark is None or own.correlation.lag1 <= 0.1, p.name
+
+
+@needs_shared
+def test_an_fmd_frame_reads_the_same_model_as_float32():
+    import tifffile
+
+    frame = tifffile.imread(FMD / "noisy_raw" / "Confocal_BPAE_G.tif")  # six pixels at 255
+    as_uint8, as_float = analyze([frame]), analyze([frame.astype(np.float32)])
+    assert as_float.clipping.high == as_uint8.clipping.high == 255
+    assert as_float.model.spec() == as_uint8.model.spec()
 
 
 @needs_shared

@@ -526,15 +526,39 @@ def histogram(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(np.concatenate([c.ravel() for c in crops]), return_counts=True)
 
 
+#: Integer types whose limits mark a ceiling (or a signed floor) in data of whole numbers stored as floats.
+STORAGE_TYPES = (np.uint8, np.int8, np.uint16, np.int16)
+
+
+def storage_type(crops: list[np.ndarray], values: np.ndarray) -> np.dtype | None:
+    """The crops' common dtype (None where they differ), or for floats that hold whole numbers only (`values`, their
+    distinct values, ascending) the first of `STORAGE_TYPES` that holds them all: integer data converted to float (an
+    8-bit frame saved as float32 by an image editor) keep the limit they were clipped at, so the same frame reads the
+    same model in either container (FMD BPAE_G as float32 lost its 255 ceiling, and its gain read 3.60 where the
+    uint8 file reads 4.35; 4.05 against its 50-frame average)."""
+    kinds = {c.dtype for c in crops}
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    if np.issubdtype(kind, np.floating) and len(values) and np.isfinite(values[[0, -1]]).all() \
+            and bool((values == np.round(values)).all()):
+        for t in STORAGE_TYPES:
+            info = np.iinfo(t)
+            if info.min <= values[0] and values[-1] <= info.max:
+                return np.dtype(t)
+    return kind
+
+
 def detect_clipping(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray] | None = None) -> Clipping:
     """A level is clipped where pixels pile up among the four lowest (highest) values (`_pile_up`: an 8-bit floor
-    or a saturated detector, not the zeros of photon counts), or, for integer data, where any share of pixels
-    (1e-5) sits on the type's limit (255 for uint8; not an unsigned type's 0, where photon counts start). Looks at
+    or a saturated detector, not the zeros of photon counts), or, for integer data (`storage_type`: also whole numbers
+    stored as floats), where any share of pixels (1e-5) sits on the type's limit (255 for uint8; not an unsigned
+    type's 0, where photon counts start). Looks at
     the central crops the estimators use (`hist`: their `histogram`, where the caller has it)."""
     crops = [central_crop(f) for f in frames]
     values, counts = hist if hist is not None else histogram(crops)
     n = int(counts.sum())
-    kind = crops[0].dtype if len({c.dtype for c in crops}) == 1 else None
+    kind = storage_type(crops, values)
     ends = []
     k = CLIP_DEPTH + 2
     median = values[np.searchsorted(np.cumsum(counts), n / 2)]
