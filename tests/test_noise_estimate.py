@@ -400,6 +400,22 @@ def test_whole_numbers_stored_as_floats_keep_their_integer_type_limit():
     assert detect_clipping([(x - 100).astype(np.float32)]).high is None  # whole numbers, in int16: 155 is no limit
 
 
+def test_offset_below_zero_is_held_to_the_darkest_data():
+    # dark-subtracted data whose dark level was over-subtracted: the line cannot tell the offset from read noise, and
+    # offset 0 would put the read noise at 10.4; no offset lies above the darkest data, so it is taken there
+    rng = np.random.default_rng(3)
+    lam = ramp_scene(384, lo=0.05, hi=200.0)
+    frames = [-50 + 2 * rng.poisson(lam) + rng.normal(0, 3, lam.shape) for _ in range(3)]
+    rep = analyze(frames)
+    m = rep.model
+    assert isinstance(m, PoissonGaussian) and -56 < m.offset < -44, m.spec()
+    assert abs(m.gain / 2 - 1) < 0.05 and abs(m.sigma / 3 - 1) < 0.4, m.spec()
+    assert any("lie below 0" in n for n in rep.notes)
+    # offset-free data keep 0
+    frames = [2 * rng.poisson(lam) + rng.normal(0, 3, lam.shape) for _ in range(3)]
+    assert analyze(frames).model.offset == 0
+
+
 def test_white_gaussian_is_chosen_with_no_correlation():
     rng = np.random.default_rng(6)
     x = smooth_image(rng, 384, 384, level=500, amp=200)

@@ -1966,8 +1966,11 @@ def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[st
     puts the dark level at `-b / a`, but never above the `darkest` data (`darkest_data`), where none can lie: a line
     that does is steepened by texture whose variance grows faster than the signal's (BSD68 test036 alone at 10-1000
     photons: flat places over 274-307 only, the line's dark level 261 where the darkest data lie at 128, its
-    slope 38 times the gain); its gain is refitted through the darkest data's level with no read noise. (Not where a
-    floor clips the data: `analyze` passes an infinite `darkest` there.)"""
+    slope 38 times the gain); its gain is refitted through the darkest data's level with no read noise. A positive
+    intercept leaves the offset unknown and takes 0, unless the darkest data lie below it (offset-corrected data whose
+    dark level was over-subtracted): then the offset is theirs, the most it can be (Set12 crops at 1-300 photons,
+    gain 2, read noise 3, offset -50: read noise 10.4 with offset 0). (Not where a floor clips the data: `analyze`
+    passes an infinite `darkest` there.)"""
     a, b = fit.slope, fit.intercept
     if offset is None and b <= 0 and -b / a > darkest:
         notes.append(f"the line's dark level {-b / a:.5g} lies above the darkest data ({darkest:.5g}), where no offset "
@@ -1981,6 +1984,11 @@ def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[st
                          f"(the line's slope {a:.4g})")
             return Poisson(gain=g, offset=offset)
         return PoissonGaussian(gain=a, sigma=float(np.sqrt(s2)), offset=offset)
+    if b > 0 and darkest < 0:
+        notes.append(f"offset and read noise are not separable from the mean-variance relation, and the darkest data "
+                     f"({darkest:.5g}) lie below 0: offset taken there, the most it can be (give --noise auto:offset=V "
+                     "if the dark level is known)")
+        return _signal_dependent(fit, darkest, notes, darkest)
     if b > 0:
         notes.append("offset and read noise are not separable from the mean-variance relation: offset assumed 0 "
                      "(give --noise auto:offset=V if the dark level is known)")
