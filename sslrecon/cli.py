@@ -6,6 +6,7 @@ A user mistake prints one line naming the file and the fix and exits with status
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -35,9 +36,25 @@ TtaOpt = Annotated[bool, typer.Option("--tta/--no-tta", help="Average the recons
 LossOpt = Annotated[str, typer.Option("--loss", help=f"Self-supervised loss: {', '.join(LOSSES)}, or auto (chosen for the noise model and, for Poisson-Gaussian noise, the mean photon count).")]
 
 
+def _strict(doc):
+    """`doc` with every float that is not finite (an empty bin's mean, an undefined ratio) as null: JSON has no NaN,
+    and strict parsers (jq, JavaScript, Go) refuse Python's `NaN` token."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: _strict(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_strict(v) for v in doc]
+    return doc
+
+
+def _json(doc) -> str:
+    return json.dumps(_strict(doc), indent=2, default=str, allow_nan=False)
+
+
 def _emit(doc, as_json: bool, lines: list[str]) -> None:
     if as_json:
-        typer.echo(json.dumps(doc, indent=2, default=str))
+        typer.echo(_json(doc))
     else:
         for ln in lines:
             typer.echo(ln)
@@ -93,7 +110,7 @@ def reconstruct(run: RunArg, inputs: Inputs,
         if not json_out:
             typer.echo(item["output"])
     if json_out:
-        typer.echo(json.dumps({"run": str(run), "files": files}, indent=2))
+        typer.echo(_json({"run": str(run), "files": files}))
 
 
 @app.command()

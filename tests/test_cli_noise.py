@@ -211,3 +211,30 @@ def test_auto_noise_at_validation_pools_files_of_one_detector(trained_auto, tmp_
         used = [from_dict(f["noise"]) for f in sorted(json.loads(out)["files"], key=lambda f: f["path"])]
         assert [m.spec() for m in used] == [m.spec() for m in fit_models]
         assert (len({m.spec() for m in used}) == 1) is (name == "one")
+
+
+def _refuse_constant(token):
+    raise ValueError(f"not JSON: {token}")
+
+
+@needs_shared
+def test_noise_json_is_strict_json(tmp_path, capsys):
+    """One frame stored in two units (uint8, and float32 / 255) in one folder leaves mean-variance bins empty: their
+    undefined means are null, not Python's NaN token, which jq, JavaScript and Go refuse."""
+    import tifffile
+
+    frame = tifffile.imread(FMD / "noisy_raw" / "Confocal_BPAE_G.tif")
+    tifffile.imwrite(tmp_path / "a.tif", frame)
+    tifffile.imwrite(tmp_path / "b.tif", (frame / 255).astype(np.float32))
+    code, out, err = run(["noise", tmp_path, "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out, parse_constant=_refuse_constant)
+    assert any(b["mean"] is None for b in doc["mean_variance"]["bins"])
+
+
+def test_noise_of_a_frame_too_small_is_one_error_line(tmp_path, capsys):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "row.tif", np.random.default_rng(0).normal(100, 5, (1, 512)).astype(np.float32))
+    code, _, err = run(["noise", tmp_path / "row.tif"], capsys)
+    assert code == 2 and "row.tif" in err and "too small" in err and err.count("\n") == 1, err

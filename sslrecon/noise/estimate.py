@@ -1793,6 +1793,11 @@ class NoiseReport:
         }
 
 
+#: Least side (pixels) of a frame whose noise `analyze` measures: its local means and correlation blocks are 8 x 8
+#: (a 1-pixel-wide frame failed inside numpy's padding, and a 3 x 3 one read a sigma of 1e-12).
+MIN_SIDE = 8
+
+
 def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence: bool = True) -> NoiseReport:
     """Fit every candidate and choose: signal-dependent when the fitted variance grows by more than
     1.5x over the brightness range (10th to 90th percentile), or by more than 1.1x with a slope
@@ -1806,6 +1811,10 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     given = offset
     if not frames:
         raise ValueError("no frames to estimate noise from")
+    small = min(frames, key=lambda f: min(f.shape[-2:]))
+    if min(small.shape[-2:]) < MIN_SIDE:
+        raise ValueError(f"a frame of {small.shape[-2]}x{small.shape[-1]} pixels is too small to measure its noise "
+                         f"(at least {MIN_SIDE}x{MIN_SIDE}: one block of the local statistics)")
     if not all(np.isfinite(f).all() for f in frames):
         raise ValueError("the frames hold NaN or infinite values: no noise can be measured there")
     frames, hot = zip(*(repair_hot(f) for f in frames))
