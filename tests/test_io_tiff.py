@@ -56,6 +56,17 @@ def test_compressed_tiff_reads_plane_by_plane(tmp_path):
         np.testing.assert_array_equal(img.frame(2), data[2])
 
 
+def test_three_frames_tagged_rgb_are_refused_with_the_way_to_save_a_stack(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 255, (3, 16, 16)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", stack)  # tifffile's default tags 3 planes as RGB
+    with pytest.raises(FormatError, match="RGB") as e:
+        open_image(tmp_path / "rgb.tif")
+    assert "photometric='minisblack'" in e.value.fix
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    with open_image(tmp_path / "stack.tif") as img:
+        assert img.n_frames == 3 and img.shape == (16, 16)
+
+
 def test_text_file_named_tif(tmp_path):
     (tmp_path / "notes.tif").write_text("this is not an image\n")
     with pytest.raises(FormatError, match="notes.tif.*not a valid TIFF"):

@@ -44,7 +44,8 @@ class TiffImage(ImageFile):
                               fix="the file is truncated or damaged; re-export or re-copy it") from None
         if "S" in self.axes:
             raise FormatError(f"RGB/multi-sample TIFF (axes {self.axes}) is not supported", path=path,
-                              fix="save each channel as a greyscale image or stack")
+                              fix="save each channel as a greyscale image or stack; a stack of 3 or 4 frames that "
+                                  "tifffile tagged RGB reads as one when written with photometric='minisblack'")
         if self.dtype.kind not in "iuf" or len(self.series_shape) < 2:
             raise FormatError(f"unsupported TIFF data ({self.dtype}, shape {self.series_shape})", path=path,
                               fix="use greyscale integer or float images")
