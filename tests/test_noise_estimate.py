@@ -1222,6 +1222,21 @@ def test_a_weak_correlation_that_reaches_as_far_as_textures_is_texture(lag1, lag
 
 
 @needs_shared
+def test_a_borderline_reach_is_reported_as_uncertain():
+    """FMD BPAE_G's darkest-third correlation reaches 0.33 +- 0.18 of itself at lag 2 as its uint8 file and 0.39 +-
+    0.12 as uint16 x 256: one call each side of `LONG_REACH`, within its standard error, so the report says the call
+    is uncertain (the gains read 4.35 and 3.60); a texture call far past the line (test027, below) does not."""
+    import tifffile
+
+    frame = tifffile.imread(FMD / "noisy_raw" / "Confocal_BPAE_G.tif")
+    for rep in (analyze([frame]), analyze([frame.astype(np.uint16) * 256])):
+        corr = rep.correlation
+        assert 0.1 < corr.reach_se < 0.25 and corr.reach_uncertain, (corr.reach, corr.reach_se)
+        assert any("is uncertain" in n for n in rep.notes)
+        assert rep.to_dict()["correlation"]["lag2_reach_se"] == corr.reach_se
+
+
+@needs_shared
 def test_textures_far_reaching_correlation_leaves_the_white_gain():
     """BSD68 test027 alone at 10-1000 photons (gain 0.5, read noise 1): its texture correlates the flat blocks' noise
     by 0.2-0.3 at every brightness, and the refit that took it for the noise's own put the gain 57 % high, where the
@@ -1233,6 +1248,7 @@ def test_textures_far_reaching_correlation_leaves_the_white_gain():
     assert rep.kind == "signal-dependent" and not rep.correlation.significant, rep.notes
     assert rep.correlation.far_reaching and any("as far as texture's" in n for n in rep.notes), rep.notes
     assert rep.to_dict()["correlation"]["lag2_reach"] == rep.correlation.reach >= 0.35  # in `noise --json`
+    assert not rep.correlation.reach_uncertain and not any("is uncertain" in n for n in rep.notes)
     assert abs(rep.model.gain / 0.5 - 1) < 0.1, rep.model
 
 
