@@ -553,8 +553,8 @@ def detect_clipping(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray
     """A level is clipped where pixels pile up among the four lowest (highest) values (`_pile_up`: an 8-bit floor
     or a saturated detector, not the zeros of photon counts), or, for integer data (`storage_type`: also whole numbers
     stored as floats), where any share of pixels (1e-5) sits on the type's limit (255 for uint8; not an unsigned
-    type's 0, where photon counts start). Looks at
-    the central crops the estimators use (`hist`: their `histogram`, where the caller has it)."""
+    type's 0, where photon counts start). Looks at the central crops the estimators use (`hist`: their `histogram`,
+    where the caller has it)."""
     crops = [central_crop(f) for f in frames]
     values, counts = hist if hist is not None else histogram(crops)
     n = int(counts.sum())
@@ -1604,7 +1604,8 @@ def correlation(frames: list[np.ndarray], variance_of, clip: Clipping, block: in
             dark = rise is not None and rise > RISE_Z
             if dark:  # the brighter blocks' texture: the darkest third's correlation
                 acf = by_part[0]
-            reach_se = _reach_se(prod[parts[0]] if dark else prod, R, block)
+            if min(terciles) <= CORR_PG_THRESHOLD:  # (the weak correlations `far_reaching` judges)
+                reach_se = _reach_se(prod[parts[0]] if dark else prod, R, block)
             stationary = _simulated_residuals(acf, R, block)  # (for the quiet-blocks and the block-spread tests)
             quiet = _quiet_z(prod, frame, stationary, block)
             stationary_spread = _iqr(np.log((stationary**2).mean((1, 2))))
