@@ -1264,7 +1264,8 @@ class Correlation:
     excess_z: float | None = None
     block_spread_ratio: float | None = None
     #: the standard error of `reach` (block bootstrap, `_reach_se`; reported, so that a call near `LONG_REACH` shows
-    #: as uncertain); None where the correlation was no candidate
+    #: as uncertain); set only for a weak candidate (every tercile over `CORR_THRESHOLD`, some at most
+    #: `CORR_PG_THRESHOLD`), the correlation `far_reaching` decides
     reach_se: float | None = None
     #: the interquartile range of the log of stationary noise's block variances (noise of correlation `acf`,
     #: simulated for `quiet_z` and the plane removed alike; for `block_spread`)
@@ -1333,8 +1334,7 @@ class Correlation:
         noise (gain 4.35) and to texture (3.60; 4.05 against its 50-frame average). A margin of one standard error
         on the call itself kept both correlated but took an 8-bit BSD68 image at 5/255 from Gaussian +8.8 % back
         to correlated +67 %, so the uncertainty is reported, not acted on."""
-        return (self.reach_se is not None and len(self.lag1_terciles) > 0
-                and min(self.lag1_terciles) <= CORR_PG_THRESHOLD and abs(self.reach - LONG_REACH) < self.reach_se)
+        return self.reach_se is not None and abs(self.reach - LONG_REACH) < self.reach_se
 
     @property
     def marginal(self) -> bool:
@@ -2032,6 +2032,11 @@ def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[st
         notes.append(f"the line's dark level {-b / a:.5g} lies above the darkest data ({darkest:.5g}), where no offset "
                      "can lie: texture steepens the line; the offset taken at the darkest data")
         offset = darkest
+    elif offset is None and b > 0 and darkest < 0:
+        notes.append(f"offset and read noise are not separable from the mean-variance relation, and the darkest data "
+                     f"({darkest:.5g}) lie below 0: offset taken there, the most it can be (give --noise auto:offset=V "
+                     "if the dark level is known)")
+        offset = darkest
     if offset is not None:
         s2 = b + a * offset
         if s2 <= 0:
@@ -2040,11 +2045,6 @@ def _signal_dependent(fit: MeanVarianceFit, offset: float | None, notes: list[st
                          f"(the line's slope {a:.4g})")
             return Poisson(gain=g, offset=offset)
         return PoissonGaussian(gain=a, sigma=float(np.sqrt(s2)), offset=offset)
-    if b > 0 and darkest < 0:
-        notes.append(f"offset and read noise are not separable from the mean-variance relation, and the darkest data "
-                     f"({darkest:.5g}) lie below 0: offset taken there, the most it can be (give --noise auto:offset=V "
-                     "if the dark level is known)")
-        return _signal_dependent(fit, darkest, notes, darkest)
     if b > 0:
         notes.append("offset and read noise are not separable from the mean-variance relation: offset assumed 0 "
                      "(give --noise auto:offset=V if the dark level is known)")
