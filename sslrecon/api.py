@@ -180,7 +180,9 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
     """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` estimates it over
     all the inputs, `_auto_noise`, whose per-file reports go to `keep`), else the model the run recorded: the
     file's own when it was trained on (a per-frame model only while the file still has that many frames), else
-    the run's."""
+    the run's, or where `--noise auto` gave each of the run's files its own model (`noise_own_per_file`: files
+    that are not one detector's, such as the five FMD frames at gains 4-22) the file's own estimate: the run's
+    model is then the pool of unlike files, which fits none of them."""
     if isinstance(override, AutoNoise):  # as `fit` takes it, with one file open at a time
         _, models = _auto_noise(override, _opened(paths), [n for n, _ in shapes], keep)
         estimated = {p.resolve(): m for p, m in zip(paths, models)}
@@ -189,9 +191,12 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
         return lambda img: file_noise(override, img)
     per_file = {Path(p).resolve(): from_dict(m) for p, m in state.get("noise_per_file", {}).items()}
     pooled = from_dict(state["noise"])
+    own = state.get("noise_own_per_file", False)  # (runs from before it was recorded: the run's model)
 
     def noise_for(img: ImageFile) -> NoiseModel | PerFrame:
-        m = per_file.get(Path(img.path).resolve(), pooled)
+        m = per_file.get(Path(img.path).resolve())
+        if m is None:
+            m = _own_noise(_file_report(img, parse_noise(state["config"]["noise"]).offset), img) if own else pooled
         return file_model(m) if isinstance(m, PerFrame) and len(m.frames) != img.n_frames else m
 
     return noise_for
@@ -266,6 +271,8 @@ def _check_run_dir(out: Path, overwrite: bool) -> None:
 def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: Path, *, norm: Normalization,
                device: torch.device, init: dict | None, resume: dict | None, progress: bool) -> dict:
     noise, per_file = noise_models(cfg.noise, images)
+    # `--noise auto` found the files unlike (not one detector's) and gave each its own model: so will new files get
+    own = isinstance(parse_noise(cfg.noise), AutoNoise) and len(per_file) > 1 and any(m != noise for m in per_file)
     if cfg.loss == "auto":
         cfg = replace(cfg, loss=auto_loss(noise, norm.shift))  # (the shift is the data's mean)
     learns = LOSSES[cfg.loss].learns_noise  # then the given or estimated models only start its own, per file
@@ -326,7 +333,8 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     meta = {
         "package": __version__, "config": cfg.to_dict(), "inputs": [str(p) for p in paths],
         "noise": noise.to_dict(), "noise_normalized": noise.rescaled(norm.shift, norm.scale).to_dict(),
-        "noise_per_file": {str(p): m.to_dict() for p, m in zip(paths, per_file)}, "normalization": norm.to_dict(),
+        "noise_per_file": {str(p): m.to_dict() for p, m in zip(paths, per_file)}, "noise_own_per_file": own,
+        "normalization": norm.to_dict(),
         "model_config": model.config.to_dict(), "loss": cfg.loss, "loss_options": loss.options(),
         "modality": "denoising", "patch_size": sampler.p,
     }

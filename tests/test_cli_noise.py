@@ -95,6 +95,8 @@ def trained_auto(tiny_data, tmp_path, capsys):
 
 
 def test_validate_reuses_the_recorded_noise_unless_overridden(trained_auto, tiny_data, capsys):
+    from sslrecon import api
+
     run_dir, doc = trained_auto
     data, ref = tiny_data
     args = ["validate", run_dir, data, "--reference", ref, "--json", "--device", "cpu"]
@@ -103,7 +105,10 @@ def test_validate_reuses_the_recorded_noise_unless_overridden(trained_auto, tiny
     files = {f["path"].rsplit("/", 1)[-1]: f["noise"] for f in json.loads(out)["files"]}
     recorded = {p.rsplit("/", 1)[-1]: m for p, m in doc["noise_per_file"].items()}
     assert files["img0.mrc"] == recorded["img0.mrc"]
-    assert files["cells.tif"] == doc["noise"]  # not trained on: the run's pooled model
+    # not trained on: the run gave its two files their own models (Gaussian noise is never pooled), so the new file
+    # gets its own estimate, not the pool of the run's
+    assert doc["noise_own_per_file"] is True
+    assert from_dict(files["cells.tif"]).spec() == api.noise([str(data / "cells.tif")])["spec"]
     code, out, err = run([*args, "--noise", "auto"], capsys)
     assert code == 0, err
     own = {f["path"].rsplit("/", 1)[-1]: f["noise"] for f in json.loads(out)["files"]}
@@ -183,6 +188,38 @@ def test_auto_noise_pools_files_of_one_detector(tmp_path):
         same = all(m == pooled for m in per_file)
         assert same is (name == "one"), (pooled, per_file)
         assert api.noise([str(folder)])["one_session"] is (name == "one")
+
+
+def test_new_files_take_the_runs_pooled_model_only_where_its_files_were_one_detectors(tmp_path, capsys):
+    """A file a `--noise auto` run was not trained on takes the run's model where its files were one detector's
+    (pooled), and its own estimate where they were not: the pool of files at gains 2 and 6 fits neither."""
+    import tifffile
+
+    from sslrecon import api
+
+    from .test_noise_estimate import _session
+
+    frames = _session(np.random.default_rng(3), [2.0, 2.0, 6.0, 6.0, 6.0], [100.0] * 5, [3.0] * 5, n=96)
+    for name, train in (("one", [0, 1]), ("two", [0, 2])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in train:
+            tifffile.imwrite(folder / f"f{i}.tif", frames[i].astype(np.float32))
+        new = tmp_path / f"new_{name}.tif"
+        tifffile.imwrite(new, frames[1 if name == "one" else 3].astype(np.float32))
+        code, out, err = run(["fit", folder, "-o", tmp_path / f"run_{name}", "--loss", "pg-sure", "--json", *TINY],
+                             capsys)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["noise_own_per_file"] is (name == "two")
+        code, out, err = run(["validate", tmp_path / f"run_{name}", new, "--json", "--device", "cpu"], capsys)
+        assert code == 0, err
+        used = from_dict(json.loads(out)["files"][0]["noise"])
+        if name == "one":
+            assert used == from_dict(doc["noise"])
+        else:
+            assert used.spec() == api.noise([str(new)])["spec"]
+            assert abs(used.gain / 6 - 1) < 0.15 and abs(from_dict(doc["noise"]).gain / 6 - 1) > 0.2
 
 
 def test_auto_noise_at_validation_pools_files_of_one_detector(trained_auto, tmp_path, capsys):

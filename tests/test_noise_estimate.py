@@ -570,6 +570,26 @@ def test_fmd_frames_signal_dependent_clipped_and_predictive():
 
 
 @needs_shared
+def test_fmd_frames_floored_at_different_levels_pool_with_the_highest_floor_and_are_not_one_detector():
+    """BPAE_R is floored at 3, BPAE_B and BPAE_G at 4, the mouse frame not at all: pooled, the floors' pile-ups spread
+    over two values and none stood out, so the pool fitted the floor's narrowed noise (gain 2.55, its held-out
+    variance 48 % off). Each frame's own floor now holds for the pool. Their dark levels differ (3.3-7.0), so the
+    pool's model (gain 3.89) sits 25 % below the mouse frame's variance: each keeps its own (4.0-5.1)."""
+    import tifffile
+
+    from sslrecon.noise.estimate import one_session
+
+    names = ("BPAE_B", "BPAE_G", "BPAE_R", "mice")
+    frames = [tifffile.imread(FMD / "noisy_raw" / f"Confocal_{n}.tif") for n in names]
+    assert [detect_clipping([f]).low for f in frames] == [4, 4, 3, None]
+    assert detect_clipping(frames).low == 4
+    pooled = analyze(frames, evidence=False)
+    assert pooled.clipping.low == 4 and pooled.heldout_error < 0.1, pooled.heldout_error
+    assert 3.5 < pooled.model.gain < 5.2, pooled.model
+    assert not one_session([analyze([f], evidence=False) for f in frames], pooled)
+
+
+@needs_shared
 def test_an_fmd_frame_reads_the_same_model_as_float32():
     import tifffile
 
