@@ -308,13 +308,16 @@ def _white_noise_calibration(d: int, q: float, statistics: int) -> tuple[np.ndar
     return thr, shrink
 
 
-def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping) -> float:
+def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping,
+               tiles: tuple[int | None, int | None] = (None, None)) -> float:
     patches = sliding_window_view(img, (d, d)).reshape(-1, d * d)
     stats = _texture(img, d, statistics)
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE, statistics)
     rng = np.random.default_rng(0)
     means = _box_sum(img, d, d).ravel() / (d * d)
     filled = _box_sum(clip.filled(img).astype(np.float64), d, d).ravel() > 0  # (a fill holds no noise)
+    if tiles != (None, None):  # (a patch across a `_spread` mosaic's seam is left out as a fill's is)
+        filled |= ~_within_tiles(img.shape, d, tiles)
     start = _patch_variance(patches, np.flatnonzero(_clear_of(clip, means, 0.0)(1.0) & ~filled), rng)
     # the calibration's patches were many; a small image's few spread their smallest eigenvalues lower
     def measure(keep):
@@ -381,13 +384,46 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10, statistics: int | No
     it is cut short (Set12 with sigma 50/255 saved as 8 bits read 31 % low without this)."""
     if clip is None:
         clip = detect_clipping([frame])
-    img = _crop(frame, 768)
+    img, tiles = _spread(frame)
     if min(img.shape) < MIN_PCA_SIDE:  # too small for patch statistics: wavelet MAD (Donoho)
         hh = haar(img)[3]
         on = clip.mask(img)[: 2 * hh.shape[0], : 2 * hh.shape[1]].reshape(hh.shape[0], 2, hh.shape[1], 2).any((1, 3))
         hh = hh[~on] if not on.all() else hh.ravel()  # not the 2 x 2 blocks touching a clipping level
         return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
-    return min(_pca_sigma(img, d, iterations, statistics or _statistics(img), clip) for d in PATCHES)
+    return min(_pca_sigma(img, d, iterations, statistics or _statistics(img), clip, tiles) for d in PATCHES)
+
+
+#: `gaussian_sigma` looks at frames up to this side whole; a larger one (per axis) through `SPREAD_TILES` tiles of
+#: `SPREAD_SIDE / SPREAD_TILES` pixels spread evenly over it, its borders included (`_spread`)
+SPREAD_SIDE, SPREAD_TILES = 768, 4
+
+
+def _spread(frame: np.ndarray) -> tuple[np.ndarray, tuple[int | None, int | None]]:
+    """`(mosaic, tiles)`: the frame (float64) where it fits in `SPREAD_SIDE`, else, along each longer axis,
+    `SPREAD_TILES` tiles spread evenly from one border to the other, side by side; `tiles` gives each axis's tile side
+    (None where the axis is whole), so that no patch is taken across a seam. A central crop of an MR slice (1024 x
+    1024) held the head alone, textured everywhere: its few flat patches were those where the noise happened to be
+    low, and the level read 4-11 % low; the background round it is flat."""
+    f = np.asarray(frame)
+    parts, tiles = [], []
+    for axis, n in enumerate(f.shape[-2:]):
+        if n <= SPREAD_SIDE:
+            parts.append([np.arange(n)])
+            tiles.append(None)
+            continue
+        t = SPREAD_SIDE // SPREAD_TILES
+        starts = np.round(np.linspace(0, n - t, SPREAD_TILES)).astype(int)
+        parts.append([np.arange(a, a + t) for a in starts])
+        tiles.append(t)
+    rows, cols = np.concatenate(parts[0]), np.concatenate(parts[1])
+    return f[np.ix_(rows, cols)].astype(np.float64), (tiles[0], tiles[1])
+
+
+def _within_tiles(shape: tuple[int, int], d: int, tiles: tuple[int | None, int | None]) -> np.ndarray:
+    """Which d x d patches of a `_spread` mosaic of `shape` (by top-left corner, flattened) lie within one tile."""
+    ok = [np.ones(n - d + 1, bool) if t is None else (np.arange(n - d + 1) % t) <= t - d
+          for n, t in zip(shape, tiles)]
+    return (ok[0][:, None] & ok[1][None, :]).ravel()
 
 
 def _statistics(img: np.ndarray) -> int:
