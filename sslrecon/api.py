@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -419,7 +419,7 @@ def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig
         if not last.is_file():
             raise ConfigError("nothing to resume (no last.pt)", path=out, fix="run `sslrecon fit` without --resume")
         state = checkpoint.load(last)
-        config = replace(RunConfig.from_dict(state["config"]), steps=config.steps)
+        config = _resumed_config(config, state, out)
     else:
         _check_run_dir(out, overwrite)
         if overwrite and out.exists():
@@ -429,6 +429,11 @@ def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig
         raise ConfigError(f"unknown loss '{config.loss}'", fix=f"choose --loss from: auto, {', '.join(LOSSES)}")
     device = resolve_device(config.device)
     paths = find_inputs(list(inputs), config.glob, stdin)
+    if state is not None and sorted(Path(p).resolve() for p in paths) != sorted(Path(p).resolve()
+                                                                              for p in state["inputs"]):
+        raise ConfigError(f"--resume continues a run on the files it was started on ({len(state['inputs'])}, listed "
+                          "in its config.json), not on other ones", path=out,
+                          fix="resume with the run's inputs, or train on the new files with `sslrecon finetune`")
     with ExitStack() as stack:
         images = _open_checked(paths, stack)
         if state is not None:
@@ -437,6 +442,24 @@ def fit(inputs: Iterable[str], out: str | Path, *, config: RunConfig = RunConfig
             norm = _normalization(images)
         return _train_run(config, images, paths, out, norm=norm, device=device, init=None, resume=state,
                           progress=progress)
+
+
+def _resumed_config(config: RunConfig, state: dict, out: Path) -> RunConfig:
+    """The run's own configuration with `config`'s steps (the new total), refusing what `--resume` cannot honour: a
+    total not beyond the steps done, and options set (away from their defaults) to other values than the run's."""
+    run = RunConfig.from_dict(state["config"])
+    done = int(state["step"])
+    if config.steps <= done:
+        raise ConfigError(f"the run has done {done} steps, and --steps ({config.steps}) is the new total", path=out,
+                          fix=f"give --steps above {done}")
+    default = RunConfig()
+    changed = [f.name for f in fields(RunConfig) if f.name not in ("steps", "device", "version")
+               and getattr(config, f.name) != getattr(default, f.name) and getattr(config, f.name) != getattr(run, f.name)]
+    if changed:
+        said = ", ".join(f"--{n.replace('_', '-')} {getattr(config, n)} (the run's: {getattr(run, n)})" for n in changed)
+        raise ConfigError(f"--resume continues the run as it was configured, not with {said}", path=out,
+                          fix="leave those options out to resume, or train on from the run with `sslrecon finetune`")
+    return replace(run, steps=config.steps)
 
 
 def finetune(run: str | Path, inputs: Iterable[str], out: str | Path, *, steps: int = 200, loss: str | None = None,

@@ -139,7 +139,7 @@ def validate(run: RunArg, inputs: Inputs,
 def finetune(run: RunArg, inputs: Inputs, out: Annotated[Path, typer.Option("-o", "--out", help="New run folder.")],
              steps: Annotated[int, typer.Option(help="Training steps.")] = 200,
              loss: Annotated[Optional[str], typer.Option("--loss", help="Another loss (default: the run's).")] = None,
-             noise: Annotated[Optional[str], typer.Option("--noise", help="Another noise model (default: the run's).")] = None,
+             noise: Annotated[Optional[str], typer.Option("--noise", help="Another noise model (default: the run's --noise; with auto, the run's default, estimated afresh on these inputs).")] = None,
              lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: half the run's).")] = None,
              device: DeviceOpt = "auto", seed: Annotated[Optional[int], typer.Option(help="Seed (default: the run's).")] = None,
              overwrite: OverwriteOpt = False, json_out: JsonOpt = False):

@@ -214,6 +214,22 @@ def test_existing_run_folder_needs_resume_or_overwrite(trained, tiny_data, capsy
     assert (run_dir / "model.pt").read_bytes() == before
 
 
+def test_resume_refuses_other_files_another_loss_and_a_total_already_done(trained, tiny_data, capsys):
+    """--resume continues the run as it was started: other inputs (which its noise models and normalisation do not
+    describe), another loss (it went on with the run's, silently), or a total of steps already done are one error
+    line each, and the run is left as it was."""
+    run_dir, _ = trained
+    data, _ = tiny_data
+    before = {n: (run_dir / n).read_bytes() for n in ("last.pt", "config.json", "metrics.jsonl")}
+    more = [*TINY[:1], "8", *TINY[2:]]
+    for args, needles in (([data / "img0.mrc", data / "img1.mrc", "-o", run_dir, "--resume", *more], ("finetune",)),
+                          ([data, "-o", run_dir, "--resume", "--loss", "n2s", *more], ("--loss n2s", "finetune")),
+                          ([data, "-o", run_dir, "--resume", *TINY], ("--steps above 4",))):
+        code, _, err = run(["fit", *map(str, args)], capsys)
+        _assert_user_error(code, err, *needles)
+    assert all((run_dir / n).read_bytes() == b for n, b in before.items())
+
+
 def test_bad_noise_override_on_reconstruct_writes_nothing(trained, tiny_data, tmp_path, capsys):
     run_dir, _ = trained
     data, _ = tiny_data
