@@ -557,8 +557,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     reconstruction, data units^2) and `estimated_psnr` (None, with a `warning`, where the estimate is
     not positive: the noise model overstates the noise); with `reference` (a folder of files with
     the same names), also the true `psnr` and `ssim`. Top-level keys hold the means over files.
-    PSNR's data range: the dtype's full range for integer data, max - min of the reference (or, for
-    `estimated_psnr`, of the measurement) for float data; `data_range` overrides both. `tta` and `blend` as
+    PSNR's data range (`data_range` in each file's entry, one for both PSNRs): the dtype's full range for integer
+    data, max - min of the reference (without one, of the measurement) for float data; `data_range` overrides it. `tta` and `blend` as
     `reconstruct`'s: the estimate is of the reconstruction `reconstruct` makes with the same settings.
     """
     state = checkpoint.load(run)
@@ -615,12 +615,13 @@ def _validate_file(rec: Reconstructor, img: ImageFile, ref: ImageFile | None, nm
         y = img.frame(i)
         model = frame_model(nm, i)
         mse, xhat = rec.risk(y, model, seed=s + i, correlation=None if kernel is None else with_kernel(model, kernel))
-        r = data_range or default_data_range(img.dtype, y)
-        row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(mse, r) if mse > 0 else None}
-        if ref is not None:
-            x = np.asarray(ref.frame(i), np.float64)
-            rr = data_range or default_data_range(ref.dtype, x)
-            row.update(psnr=psnr(x, xhat, rr), ssim=ssim(x, xhat, rr))
+        x = None if ref is None else np.asarray(ref.frame(i), np.float64)
+        # one range for both PSNRs: the reference's where there is one (float data: max - min of the reference, of
+        # the measurement without one, which noise widens: 9-10 dB apart on Poisson-Gaussian counts)
+        r = data_range or (default_data_range(img.dtype, y) if x is None else default_data_range(ref.dtype, x))
+        row = {"estimated_mse": mse, "estimated_psnr": psnr_from_mse(mse, r) if mse > 0 else None, "data_range": r}
+        if x is not None:
+            row.update(psnr=psnr(x, xhat, r), ssim=ssim(x, xhat, r))
         rows.append(row)
     entry = {"path": str(img.path), "noise": nm.to_dict(), **{k: _mean_or_none([r[k] for r in rows]) for k in rows[0]}}
     if kernel is not None:

@@ -89,6 +89,12 @@ def test_validate_json(trained, tiny_data, capsys):
     doc = json.loads(out)
     assert np.isclose(doc["psnr"], np.mean([f["psnr"] for f in doc["files"]]))
     assert all({"path", "estimated_psnr", "estimated_mse", "psnr", "ssim"} <= f.keys() for f in doc["files"])
+    # float data: both PSNRs on the reference's range (the estimate took the noisy measurement's, which is wider)
+    f = next(f for f in doc["files"] if f["path"].endswith("img0.mrc"))
+    with mrcfile.open(ref / "img0.mrc") as m:
+        span = float(m.data.max()) - float(m.data.min())
+    assert np.isclose(f["data_range"], span)
+    assert np.isclose(f["estimated_psnr"], 10 * np.log10(span**2 / f["estimated_mse"]))
     code, out, _ = run(["validate", run_dir, data, "--device", "cpu"], capsys)
     assert code == 0 and "estimated_psnr" in out and "ssim" not in out
 
