@@ -29,7 +29,7 @@ from .io.base import atomic_output
 from .losses import LOSSES, build_loss, earlier_defaults
 from .models import UNet, UNetConfig
 from .noise import AutoNoise, NoiseReport, analyze_noise, parse_noise
-from .noise.estimate import central_crop, one_session, per_frame
+from .noise.estimate import central_crop, one_session, per_frame, serves
 from .noise.models import NoiseModel, PerFrame, file_model, frame_model, from_dict, with_kernel
 from .noise.models import stack as stack_noise
 from .physics import Denoising
@@ -176,13 +176,17 @@ def _opened(paths: list[Path]) -> Iterator[ImageFile]:
 
 
 def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | None, paths: list[Path],
-                    shapes: list[tuple[int, tuple[int, int]]], keep: dict[Path, NoiseReport] | None = None):
+                    shapes: list[tuple[int, tuple[int, int]]], keep: dict[Path, NoiseReport] | None = None,
+                    unfit: set[Path] | None = None):
     """The noise model for each file at reconstruction: `--noise` (parsed) when given (`auto` estimates it over
     all the inputs, `_auto_noise`, whose per-file reports go to `keep`), else the model the run recorded: the
     file's own when it was trained on (a per-frame model only while the file still has that many frames), else
     the run's, or where `--noise auto` gave each of the run's files its own model (`noise_own_per_file`: files
     that are not one detector's, such as the five FMD frames at gains 4-22) the file's own estimate: the run's
-    model is then the pool of unlike files, which fits none of them."""
+    model is then the pool of unlike files, which fits none of them. With `unfit` (validate's) a file not trained on
+    by a `--noise auto` run is also checked against the run's model: where that does not give the variance of the
+    file's own fit as a file of one detector's would (`serves`: another session, gain or dark level), the file's own
+    estimate is taken and its path added to `unfit`."""
     if isinstance(override, AutoNoise):  # as `fit` takes it, with one file open at a time
         _, models = _auto_noise(override, _opened(paths), [n for n, _ in shapes], keep)
         estimated = {p.resolve(): m for p, m in zip(paths, models)}
@@ -193,13 +197,32 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
     pooled = from_dict(state["noise"])
     own = state.get("noise_own_per_file", False)  # (runs from before it was recorded: the run's model)
 
+    auto = parse_noise(state["config"]["noise"])
+
     def noise_for(img: ImageFile) -> NoiseModel | PerFrame:
         m = per_file.get(Path(img.path).resolve())
         if m is None:
-            m = _own_noise(_file_report(img, parse_noise(state["config"]["noise"]).offset), img) if own else pooled
+            m = pooled
+            if isinstance(auto, AutoNoise) and (own or unfit is not None):
+                report = _file_report(img, auto.offset)
+                if own or not _serves_file(pooled, report):
+                    m = _own_noise(report, img)
+                    if not own:
+                        unfit.add(Path(img.path).resolve())
         return file_model(m) if isinstance(m, PerFrame) and len(m.frames) != img.n_frames else m
 
     return noise_for
+
+
+def _serves_file(model: NoiseModel | PerFrame, report: NoiseReport) -> bool:
+    """Whether a run's `model` fits a file whose own noise `report` has a mean-variance fit as a pooled model fits
+    the files of one detector (`serves`); true where there is nothing to compare (no fit, no variance law)."""
+    if report.fit is None or isinstance(model, PerFrame):
+        return True
+    try:
+        return serves(model.as_pg(), report.fit)
+    except (ValueError, NotImplementedError):  # (gamma noise has no Poisson-Gaussian variance law)
+        return True
 
 
 #: mean photon count below which `--loss auto` takes `gr2r-poisson` for white Poisson(-Gaussian) noise: over three
@@ -569,7 +592,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     _check_noise_frames(given, paths, shapes)
     # each file's own report, as `--noise auto` (without an offset) makes it, is also what `_risk_kernel` reads
     reports: dict[Path, NoiseReport] = {}
-    noise_for = _recorded_noise(state, given, paths, shapes, reports if given == AutoNoise() else None)
+    unfit: set[Path] = set()  # files not trained on that the run's model does not fit: their own estimate
+    noise_for = _recorded_noise(state, given, paths, shapes, reports if given == AutoNoise() else None, unfit)
     if reference is not None:
         for p, ref, shape, ref_shape in zip(paths, refs, shapes, _check_all(refs)):
             if shape != ref_shape:
@@ -586,7 +610,11 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             measured = (given is None or isinstance(given, AutoNoise)) and not rec.loss.own_risk
             kernel = _risk_kernel(img, nm, reports.get(Path(img.path).resolve())) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
-    keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning")]
+            if Path(img.path).resolve() in unfit:
+                files[-1]["note"] = ("the run's noise model does not fit this file's own estimate (another session, gain "
+                                     "or dark level?), so the file's own is used")
+    keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning",
+                                              "note")]
     return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta, "blend": rec.alpha,
             **{k: _mean_or_none([f[k] for f in files]) for k in keys}, "files": files}
 

@@ -130,7 +130,8 @@ def validate(run: RunArg, inputs: Inputs,
         return f"{v:.2f}" if v is not None else "n/a"
 
     lines = [f"{f['path']}\testimated_psnr {est(f['estimated_psnr'])}" + (f"\tpsnr {f['psnr']:.2f}\tssim {f['ssim']:.4f}" if "psnr" in f else "")
-             + (f"\twarning: {f['warning']}" if "warning" in f else "") for f in doc["files"]]
+             + (f"\twarning: {f['warning']}" if "warning" in f else "") + (f"\tnote: {f['note']}" if "note" in f else "")
+             for f in doc["files"]]
     lines.append(f"mean\testimated_psnr {est(doc['estimated_psnr'])}" + (f"\tpsnr {doc['psnr']:.2f}\tssim {doc['ssim']:.4f}" if "psnr" in doc else ""))
     _emit(doc, json_out, lines)
 

@@ -192,7 +192,8 @@ def test_auto_noise_pools_files_of_one_detector(tmp_path):
 
 def test_new_files_take_the_runs_pooled_model_only_where_its_files_were_one_detectors(tmp_path, capsys):
     """A file a `--noise auto` run was not trained on takes the run's model where its files were one detector's
-    (pooled), and its own estimate where they were not: the pool of files at gains 2 and 6 fits neither."""
+    (pooled), and its own estimate where they were not: the pool of files at gains 2 and 6 fits neither. `validate`
+    also gives a file the run's model does not fit (gain 6 for a run at gain 2) its own estimate, with a note."""
     import tifffile
 
     from sslrecon import api
@@ -214,11 +215,19 @@ def test_new_files_take_the_runs_pooled_model_only_where_its_files_were_one_dete
         assert doc["noise_own_per_file"] is (name == "two")
         code, out, err = run(["validate", tmp_path / f"run_{name}", new, "--json", "--device", "cpu"], capsys)
         assert code == 0, err
-        used = from_dict(json.loads(out)["files"][0]["noise"])
+        entry = json.loads(out)["files"][0]
+        used = from_dict(entry["noise"])
         if name == "one":
-            assert used == from_dict(doc["noise"])
+            assert used == from_dict(doc["noise"]) and "note" not in entry
+            # a file of another gain is not the run's detector's: validate takes its own estimate, and says so
+            other = tmp_path / "gain6.tif"
+            tifffile.imwrite(other, frames[4].astype(np.float32))
+            code, out, err = run(["validate", tmp_path / f"run_{name}", other, "--device", "cpu", "--json"], capsys)
+            assert code == 0, err
+            entry = json.loads(out)["files"][0]
+            assert from_dict(entry["noise"]).spec() == api.noise([str(other)])["spec"] and "does not fit" in entry["note"]
         else:
-            assert used.spec() == api.noise([str(new)])["spec"]
+            assert used.spec() == api.noise([str(new)])["spec"] and "note" not in entry
             assert abs(used.gain / 6 - 1) < 0.15 and abs(from_dict(doc["noise"]).gain / 6 - 1) > 0.2
 
 

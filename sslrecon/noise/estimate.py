@@ -2307,10 +2307,10 @@ def one_session(files: list[NoiseReport], pooled: NoiseReport) -> bool:
     m, pg = pooled.fit.mean_lo, pooled.model.as_pg()
     return _share_value(np.array([f.slope for f in fits]), np.array([f.slope_se for f in fits])) and \
         _share_value(np.array([float(f.predict(m)) for f in fits]), np.array([f.predict_se(m) for f in fits])) and \
-        all(_serves(pg, f) for f in fits)
+        all(serves(pg, f) for f in fits)
 
 
-def _serves(model: PoissonGaussian, fit: MeanVarianceFit) -> bool:
+def serves(model: PoissonGaussian, fit: MeanVarianceFit) -> bool:
     """Whether `model` (the pooled one) gives a file's fitted variance at the middle of its brightness (between
     `mean_lo` and `mean_hi`: the line's mean over them) within `3 se + SESSION_TOLERANCE` of it, as a file of one
     detector's does whose own fit texture moves. Files may agree with each other while the pool, a mixture of their
