@@ -551,7 +551,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
             frames = (rec.predict(img.frame(i), frame_model(nm, i), seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, raw, dtype=dtype, overwrite=overwrite, label=label)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
-                   "seconds": round(time.perf_counter() - t0, 3), "blend": rec.alpha,
+                   "seconds": round(time.perf_counter() - t0, 3), "blend": rec.alpha, "noise": nm.to_dict(),
                    **({"hot_pixels": img.hot} if img.hot else {})}
 
 

@@ -52,6 +52,9 @@ def test_reconstruct_mirrors_formats(trained, tiny_data, tmp_path, capsys):
     doc = json.loads(out)
     assert sorted(f["output"].rsplit("/", 1)[1] for f in doc["files"]) == ["cells.tif", "img0.mrc", "img1.mrc"]
     assert all(f["shape"] == [1, 48, 48] and f["seconds"] >= 0 for f in doc["files"])
+    # each file's noise model as validate reports it (the trained files' own)
+    recorded = json.loads((run_dir / "config.json").read_text())["noise_per_file"]
+    assert all(f["noise"] == recorded[f["path"]] for f in doc["files"])
     with mrcfile.open(tmp_path / "out" / "img0.mrc") as m:
         assert m.data.dtype == np.float32 and np.isclose(m.voxel_size.x, 1.5)
     assert tifffile.imread(tmp_path / "out" / "cells.tif").dtype == np.float32
