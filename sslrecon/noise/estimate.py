@@ -72,7 +72,7 @@ and not above the darkest data (the mean of Poisson-Gaussian data is the offset 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Callable, Iterable
 
@@ -610,10 +610,10 @@ def _levels_of_each(crops: list[np.ndarray], n: int, lo: float | None, hi: float
     """The floor `lo` and ceiling `hi` of the crops' pooled histogram, raised (lowered) to the highest floor (lowest
     ceiling) any crop shows alone, held to the pool's thresholds (`n`, its pixel count: a floor of 0.1 % of the pool,
     not of one frame) and, as every level, on its side of the pool's `median` (a frame in other units clips none of
-    the others: an 8-bit frame's floor at 4 beside its copy scaled to 0-1). Frames clipped at different levels spread their pile-ups over several values, none of which
-    stands out in the pool: four FMD frames floored at 3 or 4 pooled showed no floor, the fit took the floor's
-    narrowed noise for the data's darkest variance, and the pooled gain read 2.55 where each frame's reads 4.0-5.1
-    (their 50-frame averages 4.05-5.0)."""
+    the others: an 8-bit frame's floor at 4 beside its copy scaled to 0-1). Frames clipped at different levels spread
+    their pile-ups over several values, none of which stands out in the pool: four FMD frames floored at 3 or 4
+    pooled showed no floor, the fit took the floor's narrowed noise for the data's darkest variance, and the pooled
+    gain read 2.55 where each frame's reads 4.0-5.1 (their 50-frame averages 4.05-5.0)."""
     for c in crops:
         (c_lo, _), (c_hi, _) = _levels([c], *histogram([c]), n)
         if c_lo is not None and c_lo <= median and (lo is None or c_lo > lo):
@@ -2283,9 +2283,10 @@ def one_session(files: list[NoiseReport], pooled: NoiseReport) -> bool:
     """Whether files whose noise is signal-dependent share one detector's model, so that the pooled fit (more
     data, less texture) serves each of them better than its own: the pooled fit is signal-dependent, and the files'
     mean-variance fits agree in their slopes (gains) and in their fitted variances at the pooled fit's dark end (10th
-    percentile brightness: read noise and offset), each sharing a value within `_share_value`'s intervals. (At 1
-    photon per pixel single 256 x 256 Set12 crops read the gain 7-28 % low while the twelve pooled read it within
-    1 %.) Where most files find their noise signal-dependent, each must have a fit that agrees. Where most do not,
+    percentile brightness: read noise and offset), each sharing a value within `_share_value`'s intervals, and the
+    pooled model gives each file's fitted variance at the middle of its brightness within the same margin
+    (`serves`). (At 1 photon per pixel single 256 x 256 Set12 crops read the gain 7-28 % low while the twelve pooled
+    read it within 1 %.) Where most files find their noise signal-dependent, each must have a fit that agrees. Where most do not,
     their texture hides the shot noise and the pool is the only evidence of the noise's form, so only the files with
     evidence of their own must agree: a fit whose slope is not below zero by over 3 standard errors (a variance that
     falls with brightness is texture's, which noise cannot do). Eight 128 x 128 BSD68 crops at 3000 photons read
@@ -2311,7 +2312,7 @@ def one_session(files: list[NoiseReport], pooled: NoiseReport) -> bool:
 
 
 def serves(model: PoissonGaussian, fit: MeanVarianceFit) -> bool:
-    """Whether `model` (the pooled one) gives a file's fitted variance at the middle of its brightness (between
+    """Whether `model` (the pooled one, or a run's for a file it was not trained on) gives a file's fitted variance at the middle of its brightness (between
     `mean_lo` and `mean_hi`: the line's mean over them) within `3 se + SESSION_TOLERANCE` of it, as a file of one
     detector's does whose own fit texture moves. Files may agree with each other while the pool, a mixture of their
     unlike dark levels, fits some of them nowhere: four FMD frames at dark levels 3.3-7.0 and gains 4.0-5.1 pooled to
