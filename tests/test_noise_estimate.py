@@ -1309,6 +1309,20 @@ def test_a_weak_noise_correlation_on_texture_is_kept():
 
 
 @needs_shared
+@needs_shared
+def test_a_line_that_cannot_be_checked_on_the_held_out_half_is_reported():
+    """A 256 x 256 crop of FMD BPAE_B has half its pixels on its floor at 4: the fit rests on a few bright bins, none
+    held out, and predicts 3 times the variance its 50-frame average shows (the whole frame: 0.7 times). The report
+    says the line went unchecked; the whole frame's, checked, gets no such note."""
+    import tifffile
+
+    frame = tifffile.imread(FMD / "noisy_raw" / "Confocal_BPAE_B.tif")
+    crop = analyze([frame[128:384, 128:384]])
+    assert not np.isfinite(crop.fit.r2_heldout) and any("too few flat places" in n for n in crop.notes), crop.notes
+    whole = analyze([frame])
+    assert np.isfinite(whole.fit.r2_heldout) and not any("too few flat places" in n for n in whole.notes)
+
+
 def test_a_line_that_fails_on_the_held_out_half_is_reported():
     """BSD68 test031 alone at 10-1000 photons: texture lifts its flat places unevenly, so the line fitted on one half
     of the image predicts the other half's variances worse than their mean does (held-out R^2 -7.4) and its gain reads

@@ -2025,6 +2025,11 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                 notes.append(f"the line predicts the held-out half of the data poorly (R^2 {fit.r2_heldout:.2f}): "
                              "texture in the flat places or too narrow a span of brightness, so the gain may be tens "
                              "of per cent off (files of the same detector pooled, or a known --noise, help)")
+            elif not np.isfinite(fit.r2_heldout):  # (3 of the 68 BSD68 images alone at 1-100 photons, two of them with
+                # the gain 23 and 26 % off; a 256 x 256 crop of FMD BPAE_B, half its pixels on its floor, 3x the variance)
+                notes.append("the held-out half of the data has too few flat places away from any clipping level to "
+                             "check the line on, so the gain may be tens of per cent off (files of the same detector "
+                             "pooled, or a known --noise, help)")
             if not corr.significant:
                 counted = _whole_counts(model, lattice, notes, given)
                 if counted is model and (counts := sparse_counts(frames, hist, lattice, given)) is not None:
