@@ -511,8 +511,10 @@ def _outputs(paths: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
     for p in paths:
         d = outdir / p.name
         if d.name in seen:
-            raise InputError(f"two inputs share the name {p.name} ({seen[d.name]} and {p})", path=p,
-                             fix="reconstruct them into separate output folders")
+            raise InputError(f"two inputs share the name {p.name} ({seen[d.name]} and {p}), and outputs are written "
+                             "side by side under -o", path=p,
+                             fix="reconstruct them into separate output folders (a folder's subfolders are inputs too: "
+                                 "keep earlier outputs out of the input folder)")
         seen[d.name] = p
         check_output(d, overwrite=overwrite, inputs=tuple(paths))
         dests.append(d)

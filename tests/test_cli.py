@@ -239,6 +239,18 @@ def test_resume_refuses_other_files_another_loss_and_a_total_already_done(traine
     assert all((run_dir / n).read_bytes() == b for n, b in before.items())
 
 
+def test_reconstruct_refuses_inputs_sharing_a_name_with_the_cause(trained, tiny_data, tmp_path, capsys):
+    """Outputs go side by side under -o, so two inputs of one name clash; a folder's subfolders are inputs too, so
+    earlier outputs kept inside the input folder are the usual cause, and the fix names it. Nothing is written."""
+    run_dir, _ = trained
+    data, _ = tiny_data
+    code, _, err = run(["reconstruct", run_dir, data, "-o", data / "den", "--device", "cpu"], capsys)
+    assert code == 0, err
+    code, _, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "again", "--device", "cpu"], capsys)
+    _assert_user_error(code, err, "share the name", "earlier outputs")
+    assert not (tmp_path / "again").exists()
+
+
 def test_bad_noise_override_on_reconstruct_writes_nothing(trained, tiny_data, tmp_path, capsys):
     run_dir, _ = trained
     data, _ = tiny_data
