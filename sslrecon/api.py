@@ -216,13 +216,8 @@ def _recorded_noise(state: dict, override: NoiseModel | PerFrame | AutoNoise | N
 
 def _serves_file(model: NoiseModel | PerFrame, report: NoiseReport) -> bool:
     """Whether a run's `model` fits a file whose own noise `report` has a mean-variance fit as a pooled model fits
-    the files of one detector (`serves`); true where there is nothing to compare (no fit, no variance law)."""
-    if report.fit is None or isinstance(model, PerFrame):
-        return True
-    try:
-        return serves(model.as_pg(), report.fit)
-    except (ValueError, NotImplementedError):  # (gamma noise has no Poisson-Gaussian variance law)
-        return True
+    the files of one detector (`serves`); true where there is nothing to compare (no fit, a model per frame)."""
+    return report.fit is None or isinstance(model, PerFrame) or serves(model, report.fit)
 
 
 #: mean photon count below which `--loss auto` takes `gr2r-poisson` for white Poisson(-Gaussian) noise: over three
