@@ -332,11 +332,7 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
         model.load_state_dict(init["model"])
     if resume is not None:
         model.load_state_dict(resume["model"])
-        try:
-            loss.load_state_dict(resume["loss_state"])
-        except RuntimeError:
-            raise ConfigError(f"the run learned the noise of {len(resume['inputs'])} file(s), not {len(paths)}",
-                              path=out, fix="resume with the same inputs as the run") from None
+        loss.load_state_dict(resume["loss_state"])  # (the same files: `fit` refuses other inputs)
     train_regions, val_regions = split_regions(images, cfg.val_fraction)
     sampler = PatchSampler(train_regions, cfg.patch_size, norm)
     val_batch = None

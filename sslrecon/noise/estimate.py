@@ -598,7 +598,7 @@ def detect_clipping(frames: list[np.ndarray], hist: tuple[np.ndarray, np.ndarray
     n = int(counts.sum())
     (lo, f_lo), (hi, f_hi) = _levels(crops, values, counts, n)
     if len(crops) > 1:  # frames pooled from several files: each one's own levels too
-        lo, hi = _levels_of_each(crops, n, lo, hi, values[np.searchsorted(np.cumsum(counts), n / 2)])
+        lo, hi = _levels_of_each(crops, n, lo, hi, _median(values, counts))
         f_lo = float(counts[values == lo].sum()) / n if lo is not None else f_lo
         f_hi = float(counts[values == hi].sum()) / n if hi is not None else f_hi
     fills = [(v, share) for v, share in _fills(crops, values, counts) if v not in (lo, hi)]
@@ -624,13 +624,18 @@ def _levels_of_each(crops: list[np.ndarray], n: int, lo: float | None, hi: float
     return lo, hi
 
 
+def _median(values: np.ndarray, counts: np.ndarray) -> float:
+    """The median of a histogram (`values` ascending, `counts` of each)."""
+    return values[np.searchsorted(np.cumsum(counts), counts.sum() / 2)]
+
+
 def _levels(crops: list[np.ndarray], values: np.ndarray, counts: np.ndarray, n: int) -> list[tuple]:
     """`[(floor, share), (ceiling, share)]` of the crops' histogram (`values`, `counts`; a level None where not
     clipped, its share then the extreme value's), with `n` pixels the scale of the least share that counts."""
     kind = storage_type(crops, values)
     ends = []
     k = CLIP_DEPTH + 2
-    median = values[np.searchsorted(np.cumsum(counts), counts.sum() / 2)]
+    median = _median(values, counts)
     for vals, cnts, inside in ((values[:k], counts[:k], np.less_equal), (values[::-1][:k], counts[::-1][:k],
                                                                        np.greater_equal)):
         i = _pile_up(vals, cnts, n)
