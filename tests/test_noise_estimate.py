@@ -1386,13 +1386,14 @@ def test_dark_bins_that_clipping_explains_stay_out_and_others_are_fitted():
     m_cut, v_cut = _censored_moments(mu, np.sqrt(np.maximum(a * mu + b, 0)), floor)
     cnt = np.full(24, 500.0)
     candidates = np.ones(24, bool)
-    used = mu > 12
-    assert (_uncensored_floor(m_cut, v_cut, cnt, candidates, used, floor) == used).all()
+    used = m_cut > 12
+    assert _uncensored_floor(m_cut, v_cut, cnt, candidates, used, floor, (a, b)) is used
     bent = 3.5 * (mu - 1) + 0.01 * (mu - 1) ** 2  # dark level 1 above the floor, a little read noise
-    m, v = mu[mu > 2], bent[mu > 2] + 0.1
-    fitted = _uncensored_floor(m, v, cnt[: len(m)], candidates[: len(m)], m > 12, floor)
-    assert fitted.all()
-    assert (_uncensored_floor(m, v, cnt[: len(m)], candidates[: len(m)] & (m > 5), m > 12, floor) == (m > 5)).all()
+    m, v, cnt = mu[mu > 2], bent[mu > 2] + 0.1, cnt[mu > 2]
+    used = m > 12
+    line = tuple(np.polyfit(m[used], v[used], 1, w=np.sqrt(cnt[used]) / v[used]))
+    assert _uncensored_floor(m, v, cnt, np.ones(len(m), bool), used, floor, line).all()
+    assert (_uncensored_floor(m, v, cnt, m > 5, used, floor, line) == (m > 5)).all()
 
 
 @needs_shared

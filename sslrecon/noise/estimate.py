@@ -1214,10 +1214,13 @@ def mean_variance(frames: list[np.ndarray], clip: Clipping | None = None, acf: n
                 break
         if keep.sum() < 3:
             raise ValueError("too little of the data lies away from the clipping levels to fit noise")
-        if clip.low is not None:
-            keep = _uncensored_floor(mu, var, cnt, used, keep, clip.low)
-        used = keep
+        candidates, used = used, keep
         a, b, kept = _wls(mu[used], var[used], cnt[used])
+        if clip.low is not None:
+            taken = _uncensored_floor(mu, var, cnt, candidates, used, clip.low, (a, b))
+            if taken is not used:
+                used = taken
+                a, b, kept = _wls(mu[used], var[used], cnt[used])
     # fit on one half of the area (its bins that hold patches), score on the other (likewise: a 512 x 512 frame clipped
     # at its floor kept 3 of 4 patch bins, the brightest empty in one half), then fit the model on all of it
     mu0, var0, cnt0 = bins(0)
@@ -1274,6 +1277,7 @@ def _censored_moments(mu: np.ndarray, sd: np.ndarray, floor: float) -> tuple[np.
 def _clipped_variance(means: np.ndarray, floor: float, a: float, b: float) -> np.ndarray:
     """The variance that noise of variance `a * mu + b` (at least 0) leaves bins whose means, cut at `floor`, are
     `means`: each bin's true mean solved by bisection (the cut mean rises with it), then its cut variance."""
+    # from far enough below the floor that the line's noise there is all cut, up to the cut mean itself
     lo = np.full(means.shape, floor - 50 * math.sqrt(max(a * floor + b, 0.0) + abs(a) * (means.max() - floor) + 1e-12))
     hi = np.maximum(means, floor)
     for _ in range(60):
@@ -1285,17 +1289,18 @@ def _clipped_variance(means: np.ndarray, floor: float, a: float, b: float) -> np
     return _censored_moments(mid, np.sqrt(np.maximum(a * mid + b, 0.0)), floor)[1]
 
 
-def _uncensored_floor(mu, var, cnt, candidates: np.ndarray, used: np.ndarray, floor: float) -> np.ndarray:
-    """The bins to fit after the margin round a clipping floor left out the darker `candidates`, where the floor is
-    not what it seems: the dark level of shot noise with little read noise (a PMT, an offset-subtracted camera)
-    piles the pixels that caught no photon on the lowest values as clipping does, but cuts no noise. Noise on the
-    line through the brighter bins, cut at the floor, leaves each dark bin a variance that follows from its mean (a
-    censored normal, `_clipped_variance`). Where the dark bins as a group hold that, up to `FLOOR_EXCESS` more or
-    `FLOOR_DEFICIT` less, the floor is clipping and they stay out (less: texture lifts the bright bins of natural
-    images, and their line's dark end with them: BSD68 test009 with Gaussian noise of 25/255 as 8 bits, 10 % less).
-    Where they do not, the line's dark end is wrong; and if one line through all the
-    bins gives the dark ones (uncut) their variance within `FLOOR_EXCESS` and the bright ones theirs within
-    `FLOOR_BEND`, the floor cuts nothing and they are all fitted. FMD BPAE_B: the line through its bins over 20 grey
+def _uncensored_floor(mu, var, cnt, candidates: np.ndarray, used: np.ndarray, floor: float,
+                      line: tuple[float, float]) -> np.ndarray:
+    """The bins to fit (`used` itself where unchanged) after the margin round a clipping floor left out the darker
+    `candidates` from the `line` (slope, intercept) through the `used` ones, where the floor is not what it seems: the
+    dark level of shot noise with little read noise (a PMT, an offset-subtracted camera) piles the pixels that
+    caught no photon on the lowest values as clipping does, but cuts no noise. Noise on the line, cut at the floor,
+    leaves each dark bin a variance that follows from its mean (a censored normal, `_clipped_variance`). Where the
+    dark bins as a group hold that, up to `FLOOR_EXCESS` more or `FLOOR_DEFICIT` less, the floor is clipping and they
+    stay out (less: texture lifts the bright bins of natural images, and the line's dark end with them: BSD68
+    test009 with Gaussian noise of 25/255 as 8 bits, 10 % less). Where they do not, the line's dark end is wrong;
+    and if one line through all the bins gives the dark ones (uncut) their variance within `FLOOR_EXCESS` and the
+    bright ones theirs within `FLOOR_BEND`, the floor cuts nothing and they are all fitted. FMD BPAE_B: the line through its bins over 20 grey
     levels gave the dark level 5.7, so the 55 % of its pixels below 6 no variance (their noise against the 50-frame
     average: 3-10); its 256 x 256 corner, whose bright bins alone gave a line through a read noise of 6.2 (three
     times its dark bins' variance), now reads as the whole frame does."""
@@ -1306,8 +1311,7 @@ def _uncensored_floor(mu, var, cnt, candidates: np.ndarray, used: np.ndarray, fl
     def off(group, predicted) -> float:
         return float(np.sum(cnt[group] * (var[group] - predicted))) / float(np.sum(cnt[group] * var[group]))
 
-    a, b, _ = _wls(mu[used], var[used], cnt[used])
-    if -FLOOR_DEFICIT <= off(dark, _clipped_variance(mu[dark], floor, a, b)) <= FLOOR_EXCESS:
+    if -FLOOR_DEFICIT <= off(dark, _clipped_variance(mu[dark], floor, *line)) <= FLOOR_EXCESS:
         return used
     both = used | dark
     a, b, _ = _wls(mu[both], var[both], cnt[both])
