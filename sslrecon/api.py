@@ -467,10 +467,11 @@ def _resumed_config(config: RunConfig, state: dict, out: Path) -> RunConfig:
         raise ConfigError(f"the run has done {done} steps, and --steps ({config.steps}) is the new total", path=out,
                           fix=f"give --steps above {done}")
     default = RunConfig()
-    changed = [f.name for f in fields(RunConfig) if f.name not in ("steps", "device", "version")
-               and getattr(config, f.name) != getattr(default, f.name) and getattr(config, f.name) != getattr(run, f.name)]
+    changed = [n for n in (f.name for f in fields(RunConfig)) if n not in ("steps", "device", "version")
+               and getattr(default, n) != getattr(config, n) != getattr(run, n)]
     if changed:
-        said = ", ".join(f"--{n.replace('_', '-')} {getattr(config, n)} (the run's: {getattr(run, n)})" for n in changed)
+        said = ", ".join(f"--{n.replace('_', '-')} {getattr(config, n)} (the run's: {getattr(run, n)})"
+                         for n in changed)
         raise ConfigError(f"--resume continues the run as it was configured, not with {said}", path=out,
                           fix="leave those options out to resume, or train on from the run with `sslrecon finetune`")
     return replace(run, steps=config.steps)
@@ -574,8 +575,9 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
     not positive: the noise model overstates the noise); with `reference` (a folder of files with
     the same names), also the true `psnr` and `ssim`. Top-level keys hold the means over files.
     PSNR's data range (`data_range` in each file's entry, one for both PSNRs): the dtype's full range for integer
-    data, max - min of the reference (without one, of the measurement) for float data; `data_range` overrides it. `tta` and `blend` as
-    `reconstruct`'s: the estimate is of the reconstruction `reconstruct` makes with the same settings.
+    data, max - min of the reference (without one, of the measurement) for float data; `data_range` overrides it.
+    `tta` and `blend` as `reconstruct`'s: the estimate is of the reconstruction `reconstruct` makes with the same
+    settings.
     """
     state = checkpoint.load(run)
     paths = find_inputs(list(inputs), glob, stdin)
@@ -604,8 +606,8 @@ def validate(run: str | Path, inputs: Iterable[str], *, reference: str | Path | 
             kernel = _risk_kernel(img, nm, reports.get(Path(img.path).resolve())) if measured else None
             files.append(_validate_file(rec, img, ref, nm, seed, data_range, kernel))
             if Path(img.path).resolve() in unfit:
-                files[-1]["note"] = ("the run's noise model does not fit this file's own estimate (another session, gain "
-                                     "or dark level?), so the file's own is used")
+                files[-1]["note"] = ("the run's noise model does not fit this file's own estimate (another session, "
+                                     "gain or dark level?), so the file's own is used")
     keys = [k for k in files[0] if k not in ("path", "reference", "noise", "noise_correlation_kernel", "warning",
                                               "note")]
     return {"run": str(run), "noise_spec": noise or "recorded", "tta": tta, "blend": rec.alpha,

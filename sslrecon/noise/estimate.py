@@ -615,7 +615,7 @@ def _levels_of_each(crops: list[np.ndarray], n: int, lo: float | None, hi: float
     the others: an 8-bit frame's floor at 4 beside its copy scaled to 0-1). Frames clipped at different levels spread
     their pile-ups over several values, none of which stands out in the pool: four FMD frames floored at 3 or 4
     pooled showed no floor, the fit took the floor's narrowed noise for the data's darkest variance, and the pooled
-    gain read 2.55 where each frame's reads 4.0-5.1 (their 50-frame averages 4.05-5.0)."""
+    gain read 2.55 where each frame's read 4.0-5.1 (3.6-4.9 since `_uncensored_floor`)."""
     for c in crops:
         (c_lo, _), (c_hi, _) = _levels([c], *histogram([c]), n)
         if c_lo is not None and c_lo <= median and (lo is None or c_lo > lo):
@@ -1277,16 +1277,17 @@ def _censored_moments(mu: np.ndarray, sd: np.ndarray, floor: float) -> tuple[np.
 def _clipped_variance(means: np.ndarray, floor: float, a: float, b: float) -> np.ndarray:
     """The variance that noise of variance `a * mu + b` (at least 0) leaves bins whose means, cut at `floor`, are
     `means`: each bin's true mean solved by bisection (the cut mean rises with it), then its cut variance."""
+    def cut(mu):
+        return _censored_moments(mu, np.sqrt(np.maximum(a * mu + b, 0.0)), floor)
+
     # from far enough below the floor that the line's noise there is all cut, up to the cut mean itself
     lo = np.full(means.shape, floor - 50 * math.sqrt(max(a * floor + b, 0.0) + abs(a) * (means.max() - floor) + 1e-12))
     hi = np.maximum(means, floor)
     for _ in range(60):
         mid = (lo + hi) / 2
-        cut_mean, _ = _censored_moments(mid, np.sqrt(np.maximum(a * mid + b, 0.0)), floor)
-        below = cut_mean < means
+        below = cut(mid)[0] < means
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    mid = (lo + hi) / 2
-    return _censored_moments(mid, np.sqrt(np.maximum(a * mid + b, 0.0)), floor)[1]
+    return cut((lo + hi) / 2)[1]
 
 
 def _uncensored_floor(mu, var, cnt, candidates: np.ndarray, used: np.ndarray, floor: float,
@@ -1300,10 +1301,10 @@ def _uncensored_floor(mu, var, cnt, candidates: np.ndarray, used: np.ndarray, fl
     stay out (less: texture lifts the bright bins of natural images, and the line's dark end with them: BSD68
     test009 with Gaussian noise of 25/255 as 8 bits, 10 % less). Where they do not, the line's dark end is wrong;
     and if one line through all the bins gives the dark ones (uncut) their variance within `FLOOR_EXCESS` and the
-    bright ones theirs within `FLOOR_BEND`, the floor cuts nothing and they are all fitted. FMD BPAE_B: the line through its bins over 20 grey
-    levels gave the dark level 5.7, so the 55 % of its pixels below 6 no variance (their noise against the 50-frame
-    average: 3-10); its 256 x 256 corner, whose bright bins alone gave a line through a read noise of 6.2 (three
-    times its dark bins' variance), now reads as the whole frame does."""
+    bright ones theirs within `FLOOR_BEND`, the floor cuts nothing and they are all fitted. FMD BPAE_B: the line
+    through its bins over 20 grey levels gave the dark level 5.7, so the 55 % of its pixels below 6 no variance
+    (their noise against the 50-frame average: 3-10); its 256 x 256 corner, whose bright bins alone gave a line
+    through a read noise of 6.2 (three times its dark bins' variance), now reads as the whole frame does."""
     dark = candidates & ~used & (mu < mu[used].min())
     if not dark.any():
         return used
@@ -2097,8 +2098,8 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                 notes.append(f"the line predicts the held-out half of the data poorly (R^2 {fit.r2_heldout:.2f}): "
                              "texture in the flat places or too narrow a span of brightness, so the gain may be tens "
                              "of per cent off (files of the same detector pooled, or a known --noise, help)")
-            elif not np.isfinite(fit.r2_heldout):  # (3 of the 68 BSD68 images alone at 1-100 photons, two of them with
-                # the gain 23 and 26 % off; a 256 x 256 crop of FMD BPAE_B, half its pixels on its floor, 3x the variance)
+            elif not np.isfinite(fit.r2_heldout):  # (3 of the 68 BSD68 images alone at 1-100 photons, two of them
+                # with the gain 23 and 26 % off; a 256 x 256 crop of FMD BPAE_B, half its pixels on its floor)
                 notes.append("the held-out half of the data has too few flat places away from any clipping level to "
                              "check the line on, so the gain may be tens of per cent off (files of the same detector "
                              "pooled, or a known --noise, help)")
@@ -2365,8 +2366,8 @@ def one_session(files: list[NoiseReport], pooled: NoiseReport) -> bool:
     pooled model gives each file's fitted variance at the middle of its brightness within the same margin
     (`serves`). (At 1 photon per pixel single 256 x 256 Set12 crops read the gain 7-28 % low while the twelve pooled
     read it within 1 %.) Where most files find their noise signal-dependent, each must have a fit that agrees. Where
-    most do not, their texture hides the shot noise and the pool is the only evidence of the noise's form, so only the files with
-    evidence of their own must agree: a fit whose slope is not below zero by over 3 standard errors (a variance that
+    most do not, their texture hides the shot noise and the pool is the only evidence of the noise's form, so only
+    the files with evidence of their own must agree: a fit whose slope is not below zero by over 3 standard errors (a variance that
     falls with brightness is texture's, which noise cannot do). Eight 128 x 128 BSD68 crops at 3000 photons read
     Gaussian noise alone (four without a fit, one with a slope of -5.8 +- 1.1) and the pool gain 1.10 for a true 1:
     each crop's own model started `pg-unsure`, which learned a gain of 33 and ended 13 dB below the noisy input; the
@@ -2392,11 +2393,11 @@ def one_session(files: list[NoiseReport], pooled: NoiseReport) -> bool:
 def serves(model: NoiseModel, fit: MeanVarianceFit) -> bool:
     """Whether `model` (the pooled one, or a run's for a file it was not trained on) gives a file's fitted variance
     at the middle of its brightness (between `mean_lo` and `mean_hi`: the line's mean over them) within
-    `3 se + SESSION_TOLERANCE` of it, as a file of one detector's does whose own fit texture moves. Correlated noise is
-    not checked (true): a single file's fit reads it far less well than a pool does (six Set12 crops at 30 photons
-    with plus-kernel noise: each alone 12-25 % high in four of them, the pool within 2 %). Files may agree with each other while the pool, a mixture of their
-    unlike dark levels, fits some of them nowhere: four FMD frames at dark levels 3.3-7.0 and gains 4.0-5.1 pooled to
-    gain 3.89, 25 % below the mouse frame's variance there (20 standard errors). (At the ends instead, a pool whose
+    `3 se + SESSION_TOLERANCE` of it, as a file of one detector's does whose own fit texture moves. Correlated noise
+    is not checked (true): a single file's fit reads it far less well than a pool does (six Set12 crops at 30 photons
+    with plus-kernel noise: each alone 12-25 % high in four of them, the pool within 2 %). Files may agree with each
+    other while the pool, a mixture of their unlike detectors, fits some of them nowhere: four FMD frames at gains
+    3.6-4.9 pooled to gain 3.89, 25 % below the mouse frame's variance there (20 standard errors). (At the ends instead, a pool whose
     read noise is off at one file's darkest tenth, 72 % there, split eight raw-micrograph-scale crops that trained
     better on it: 0.2-0.4 dB for the SURE family.)"""
     if not model.white:
