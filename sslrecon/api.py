@@ -24,7 +24,7 @@ from .engine.metrics import data_range as default_data_range
 from .engine.metrics import psnr, psnr_from_mse, ssim
 from .engine.train import train
 from .errors import ConfigError, InputError
-from .io import ImageFile, check_output, find_inputs, open_image, write_like
+from .io import ImageFile, check_output, find_inputs, open_image, record_output, write_like
 from .io.base import atomic_output
 from .losses import LOSSES, build_loss, earlier_defaults
 from .models import UNet, UNetConfig
@@ -505,8 +505,7 @@ def _outputs(paths: list[Path], outdir: Path, overwrite: bool) -> list[Path]:
         if d.name in seen:
             raise InputError(f"two inputs share the name {p.name} ({seen[d.name]} and {p}), and outputs are written "
                              "side by side under -o", path=p,
-                             fix="reconstruct them into separate output folders (a folder's subfolders are inputs too: "
-                                 "keep earlier outputs out of the input folder)")
+                             fix="reconstruct them into separate output folders")
         seen[d.name] = p
         check_output(d, overwrite=overwrite, inputs=tuple(paths))
         dests.append(d)
@@ -544,6 +543,7 @@ def reconstruct(run: str | Path, inputs: Iterable[str], outdir: str | Path, *, t
             nm = noise_for(img)
             frames = (rec.predict(img.frame(i), frame_model(nm, i), seed=s + i) for i in range(img.n_frames))
             write_like(dest, frames, raw, dtype=dtype, overwrite=overwrite, label=label)
+            record_output(dest)
             yield {"path": str(img.path), "output": str(dest), "shape": [img.n_frames, *img.shape],
                    "seconds": round(time.perf_counter() - t0, 3), "blend": rec.alpha, "noise": nm.to_dict(),
                    **({"hot_pixels": img.hot} if img.hot else {})}

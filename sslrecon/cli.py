@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +16,7 @@ import typer
 
 from . import __version__, api
 from .config import RunConfig
-from .errors import SslreconError
+from .errors import SslreconError, SslreconNote
 from .io import OUTPUT_DTYPES
 from .losses import LOSSES, parse_options
 
@@ -200,12 +201,23 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=version_ca
     pass
 
 
+def _note(message, category, *args, _show=warnings.showwarning, **kwargs) -> None:
+    """Notes as one stderr line each; any other warning as Python shows it."""
+    if issubclass(category, SslreconNote):
+        sys.stderr.write(f"sslrecon: note: {message}\n")
+    else:
+        _show(message, category, *args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: maps SslreconError to one stderr line and exit status 2."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        app(args=argv, standalone_mode=False, prog_name="sslrecon")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SslreconNote)
+            warnings.showwarning = _note
+            app(args=argv, standalone_mode=False, prog_name="sslrecon")
     except SslreconError as e:
         if debug:
             raise

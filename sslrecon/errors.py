@@ -41,3 +41,7 @@ class ConfigError(SslreconError):
 
 class OutputError(SslreconError):
     """An output that would overwrite an input or an existing file."""
+
+
+class SslreconNote(UserWarning):
+    """Something done on the user's behalf that they should hear of (the CLI prints it as one `note` line on stderr)."""

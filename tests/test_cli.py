@@ -70,7 +70,8 @@ def test_reconstruct_reads_paths_from_stdin(trained, tiny_data, tmp_path, capsys
     code, out, err = run(["reconstruct", run_dir / "model.pt", "-", "-o", tmp_path / "o2", "--device", "cpu"], capsys,
                          stdin=f"{data / 'img1.mrc'}\n", monkeypatch=monkeypatch)
     assert code == 0, err
-    assert out.strip().endswith("img1.mrc") and [p.name for p in (tmp_path / "o2").iterdir()] == ["img1.mrc"]
+    assert out.strip().endswith("img1.mrc")
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == [".sslrecon-outputs", "img1.mrc"]
 
 
 @pytest.mark.parametrize("loss", ["r2r", "n2s"])
@@ -239,16 +240,36 @@ def test_resume_refuses_other_files_another_loss_and_a_total_already_done(traine
     assert all((run_dir / n).read_bytes() == b for n, b in before.items())
 
 
-def test_reconstruct_refuses_inputs_sharing_a_name_with_the_cause(trained, tiny_data, tmp_path, capsys):
-    """Outputs go side by side under -o, so two inputs of one name clash; a folder's subfolders are inputs too, so
-    earlier outputs kept inside the input folder are the usual cause, and the fix names it. Nothing is written."""
+def test_reconstruct_refuses_inputs_sharing_a_name(trained, tiny_data, tmp_path, capsys):
+    """Outputs go side by side under -o, so two inputs of one name clash. Nothing is written."""
     run_dir, _ = trained
     data, _ = tiny_data
-    code, _, err = run(["reconstruct", run_dir, data, "-o", data / "den", "--device", "cpu"], capsys)
-    assert code == 0, err
+    (data / "session2").mkdir()
+    (data / "session2" / "img0.mrc").write_bytes((data / "img0.mrc").read_bytes())
     code, _, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "again", "--device", "cpu"], capsys)
-    _assert_user_error(code, err, "share the name", "earlier outputs")
+    _assert_user_error(code, err, "share the name", "separate output folders")
     assert not (tmp_path / "again").exists()
+
+
+def test_earlier_outputs_kept_inside_an_input_folder_are_left_out(trained, tiny_data, tmp_path, capsys):
+    """A folder walk leaves out what `reconstruct` wrote to a folder below the one named (they are reconstructions,
+    not measurements: trained on, they would teach a denoiser its own output), and says so on stderr; the output
+    folder named itself is read like any other."""
+    run_dir, _ = trained
+    data, _ = tiny_data
+    code, out, err = run(["reconstruct", run_dir, data, "-o", data / "den", "--device", "cpu"], capsys)
+    assert code == 0 and "note" not in err, err
+    assert sorted((data / "den" / ".sslrecon-outputs").read_text().split()) == ["cells.tif", "img0.mrc", "img1.mrc"]
+    code, out, err = run(["reconstruct", run_dir, data, "-o", tmp_path / "again", "--device", "cpu", "--json"],
+                         capsys)
+    assert code == 0, err
+    assert sorted(f["path"] for f in json.loads(out)["files"]) == sorted(str(data / n) for n in
+                                                                          ("cells.tif", "img0.mrc", "img1.mrc"))
+    assert err.count("sslrecon: note: left out 3 file(s) that sslrecon wrote") == 1 and str(data / "den") in err
+    code, out, err = run(["fit", data, "-o", tmp_path / "run2", "--json", *TINY], capsys)
+    assert code == 0 and len(json.loads(out)["inputs"]) == 3 and "left out 3" in err, err
+    code, out, err = run(["noise", data / "den", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["files"]) == 3 and "note" not in err, err
 
 
 def test_bad_noise_override_on_reconstruct_writes_nothing(trained, tiny_data, tmp_path, capsys):
