@@ -10,6 +10,7 @@ import tifffile
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FMD = SHARED / "fluorescence" / "fmd"
 EPU = SHARED / "cryoem" / "micrographs" / "epu2.9_example_center1536.mrc"
+PARTICLES = SHARED / "cryoem" / "simulated_pairs" / "10076_classD_32_{}.mrcs"  # "sim" (noisy) or "clean"
 
 needs_shared = pytest.mark.shared  # real data from ../shared/data (always beside the checkout in CI)
 
