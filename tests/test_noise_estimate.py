@@ -660,6 +660,18 @@ def test_epu_micrograph_noise_level_matches_its_variance():
     assert not rep.correlation.nonstationary, rep.correlation.block_spread_ratio
 
 
+@pytest.mark.parametrize("side", [16, 128])
+def test_a_frame_too_small_to_measure_correlation_says_so(side):
+    """Below the flat blocks that telling correlated noise from texture takes, the lag-1 figures are no measurement:
+    the report says the noise is taken as white for want of them, not that it was found white."""
+    y = 100 + 10 * np.random.default_rng(side).standard_normal((side, side))
+    rep = analyze([y])
+    assert rep.correlation.blocks < 90 and isinstance(rep.model, Gaussian)
+    assert any(n.startswith("spatial correlation not measured") for n in rep.notes), rep.notes
+    big = analyze([100 + 10 * np.random.default_rng(side).standard_normal((256, 256))])
+    assert not any(n.startswith("spatial correlation") for n in big.notes), big.notes
+
+
 @needs_shared
 def test_particle_stack_noise_level_matches_its_clean_reference():
     """576 simulated projections of 32 x 32 (EMPIAR-10076, CTF, SNR about 0.09, contrast inverted and in other units

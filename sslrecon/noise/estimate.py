@@ -2050,7 +2050,11 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                      "errors), as texture's does where the noise follows the signal: the darkest third's taken")
     by_tercile = "lag-1 correlation " + " / ".join(f"{t:.2f}" for t in corr.lag1_terciles) + \
         " from the darkest third to the brightest"
-    if corr.significant:
+    if corr.blocks < 3 * MIN_CORR_BLOCKS:
+        notes.append(f"spatial correlation not measured: {corr.blocks} flat 8 x 8 block(s) away from any clipping "
+                     f"level, where telling correlated noise from texture takes {3 * MIN_CORR_BLOCKS}: the noise is "
+                     "taken as white")
+    elif corr.significant:
         notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
     elif corr.texture:
         notes.append(f"lag-1 correlation {corr.lag1:.2f}, but {-corr.quiet_z:.1f} standard errors lower in the quieter "
