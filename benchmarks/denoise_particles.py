@@ -25,6 +25,7 @@ import numpy as np
 
 from sslrecon import api
 from sslrecon.config import RunConfig
+from sslrecon.engine.metrics import psnr
 from sslrecon.io import open_image
 from sslrecon.losses import parse_options
 
@@ -35,17 +36,13 @@ LOSSES = ("sure", "sure:probes=4", "unsure", "pg-sure", "pg-unsure", "r2r", "gr2
 
 def load(path: Path) -> np.ndarray:
     with open_image(path) as f:
-        return np.stack([f.frame(i) for i in range(f.n_frames)]).astype(np.float64)
+        return np.stack(list(f.frames())).astype(np.float64)
 
 
 def reference(clean: np.ndarray, noisy: np.ndarray) -> np.ndarray:
     """The clean stack in the noisy stack's units: the least-squares line from one to the other."""
     slope, intercept = np.polyfit(clean.ravel(), noisy.ravel(), 1)
     return slope * clean + intercept
-
-
-def psnr(x: np.ndarray, ref: np.ndarray) -> float:
-    return float(10 * np.log10(np.ptp(ref) ** 2 / np.mean((x - ref) ** 2)))
 
 
 def run_loss(entry: str, stack: Path, ref: np.ndarray, steps: int, device: str, tmp: Path) -> dict:
@@ -56,8 +53,8 @@ def run_loss(entry: str, stack: Path, ref: np.ndarray, steps: int, device: str, 
     t0 = time.perf_counter()
     doc = api.fit([str(stack)], run, config=cfg)
     (item,) = api.reconstruct(run, [str(stack)], run / "out", device=device)
-    out = {"psnr": round(psnr(load(Path(item["output"])), ref), 2), "seconds": round(time.perf_counter() - t0, 1),
-           "blend": item["blend"]}
+    out = {"psnr": round(psnr(ref, load(Path(item["output"])), np.ptp(ref)), 2),
+           "seconds": round(time.perf_counter() - t0, 1), "blend": item["blend"]}
     if "noise_learned" in doc:
         out["learned"] = doc["noise_learned"]
     return out
@@ -75,7 +72,7 @@ def main() -> None:
     noisy = load(stack)
     ref = reference(load(args.data / STACK.format("clean")), noisy)
     estimate = api.noise([str(stack)])
-    doc = {"steps": args.steps, "device": args.device, "noisy": round(psnr(noisy, ref), 2),
+    doc = {"steps": args.steps, "device": args.device, "noisy": round(psnr(ref, noisy, np.ptp(ref)), 2),
            "noise_sd": round(float(np.std(noisy - ref)), 4), "signal_sd": round(float(np.std(ref)), 4),
            "estimate": estimate["model"], "losses": {}}
     print(f"noisy {doc['noisy']:.2f} dB; noise sd {doc['noise_sd']:.3f} (signal sd {doc['signal_sd']:.3f}), "

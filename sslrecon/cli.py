@@ -201,12 +201,14 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=version_ca
     pass
 
 
-def _note(message, category, *args, _show=warnings.showwarning, **kwargs) -> None:
-    """Notes as one stderr line each; any other warning as Python shows it."""
-    if issubclass(category, SslreconNote):
-        sys.stderr.write(f"sslrecon: note: {message}\n")
-    else:
-        _show(message, category, *args, **kwargs)
+def _notes_to_stderr(show):
+    """A `warnings.showwarning` that prints notes as one stderr line each and hands any other warning to `show`."""
+    def showwarning(message, category, *args, **kwargs):
+        if issubclass(category, SslreconNote):
+            sys.stderr.write(f"sslrecon: note: {message}\n")
+        else:
+            show(message, category, *args, **kwargs)
+    return showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", SslreconNote)
-            warnings.showwarning = _note
+            warnings.showwarning = _notes_to_stderr(warnings.showwarning)
             app(args=argv, standalone_mode=False, prog_name="sslrecon")
     except SslreconError as e:
         if debug:

@@ -683,7 +683,7 @@ def test_particle_stack_noise_level_matches_its_clean_reference():
 
     def load(name):
         with open_image(str(PARTICLES).format(name)) as f:
-            return np.stack([f.frame(i) for i in range(f.n_frames)]).astype(np.float64)
+            return np.stack(list(f.frames())).astype(np.float64)
 
     clean, noisy = load("clean"), load("sim")
     slope, intercept = np.polyfit(clean.ravel(), noisy.ravel(), 1)

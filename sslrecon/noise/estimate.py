@@ -1422,11 +1422,16 @@ class Correlation:
         return tuple(map(tuple, kernel_from_autocorrelation(self.acf).tolist()))
 
     @property
+    def measured(self) -> bool:
+        """Whether there are blocks enough (`MIN_CORR_BLOCKS` a tercile) to tell correlated noise from texture."""
+        return self.blocks >= 3 * MIN_CORR_BLOCKS
+
+    @property
     def significant(self) -> bool:
         """Correlated noise is correlated at every brightness, while fine texture raises the
         correlation only where the signal-to-noise ratio is high: every tercile must exceed the
         threshold, clearly (`marginal`), each with enough blocks."""
-        return (self.blocks >= 3 * MIN_CORR_BLOCKS and len(self.lag1_terciles) == 3
+        return (self.measured and len(self.lag1_terciles) == 3
                 and min(self.lag1_terciles) > CORR_THRESHOLD and not self.marginal and not self.texture
                 and not self.uneven and not self.nonstationary and not self.far_reaching)
 
@@ -2050,10 +2055,10 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
                      "errors), as texture's does where the noise follows the signal: the darkest third's taken")
     by_tercile = "lag-1 correlation " + " / ".join(f"{t:.2f}" for t in corr.lag1_terciles) + \
         " from the darkest third to the brightest"
-    if corr.blocks < 3 * MIN_CORR_BLOCKS:
-        notes.append(f"spatial correlation not measured: {corr.blocks} flat 8 x 8 block(s) away from any clipping "
-                     f"level, where telling correlated noise from texture takes {3 * MIN_CORR_BLOCKS}: the noise is "
-                     "taken as white")
+    if not corr.measured:
+        notes.append(f"spatial correlation not measured: {corr.blocks} flat block(s) away from any clipping level, "
+                     f"where telling correlated noise from texture takes {3 * MIN_CORR_BLOCKS}: the noise is taken "
+                     "as white")
     elif corr.significant:
         notes.append(f"noise is spatially correlated (lag-1 correlation {corr.lag1:.2f} at every brightness)")
     elif corr.texture:
