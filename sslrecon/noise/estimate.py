@@ -2312,7 +2312,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     if cut := [(p, c) for p, c in readings if c is not None and c < p]:
         notes.append(f"noise level read where the data sit on a clipping level instead (a censored-normal fit of the "
                      f"places there), in {len(cut)} of {len(readings)} frame(s): the flattest places away from it read "
-                     f"{np.median([p for p, _ in cut]):.4g}, texture's")
+                     f"{np.median([p for p, _ in cut]):.4g}, texture's, as the held-out check's do")
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
 
 
