@@ -561,6 +561,17 @@ def test_censored_fit_reads_noise_cut_at_a_level(sigma):
     assert max(map(abs, errors)) < 0.05 and abs(np.mean(errors)) < 0.025, errors
 
 
+def test_censored_fit_cuts_the_noise_half_a_lattice_step_short_of_the_level():
+    """12-bit data stored as 16 bits (every value a multiple of 16), cut at its ceiling: a value rounds onto the level
+    from half a lattice step short of it, 8 here, not half a unit (which read these 11 % high)."""
+    from sslrecon.noise.estimate import _censored_sigma
+
+    y = np.clip(np.round(4095 + np.random.default_rng(0).normal(0, 4, (256, 256))), 0, 4095) * 16
+    clip = detect_clipping([y.astype(np.uint16)])
+    assert clip.high == 4095 * 16
+    assert abs(_censored_sigma(y, clip, (None, None), 80.0) / 64 - 1) < 0.03
+
+
 @needs_shared
 @pytest.mark.parametrize("sigma", [5, 15])
 def test_noise_on_a_saturated_sky_is_read_where_it_is_cut(sigma):

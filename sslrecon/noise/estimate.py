@@ -432,12 +432,19 @@ class _Cut:
         return _Cut(self.n_cut[i], self.n_off[i], self.s1[i], self.s2[i])
 
 
+def _enough_on_level(n: np.ndarray | torch.Tensor, d2: int):
+    """Which patches of `d2` pixels, `n` of them on a clipping level, the censored fit takes: at least
+    `CENSORED_SHARE` on it and at least three off it."""
+    return (n >= math.ceil(CENSORED_SHARE * d2)) & (n <= d2 - 3)
+
+
 def _censored_patches(img: np.ndarray, clip: Clipping, d: int, tiles: tuple[int | None, int | None]) -> _Cut:
-    """The d x d patches with at least `CENSORED_SHARE` of their pixels on a clipping level and at least three off it,
-    not touching a fill or a mosaic's seam, with each pixel's distance below the level where the noise is cut (0 for
-    a pixel on it). On whole numbers (8-bit data) a value rounds onto the level from half a step short of it, so the
-    noise is cut there."""
-    half = 0.5 if np.array_equal(img, np.round(img)) else 0.0
+    """The d x d patches `_enough_on_level` takes, not touching a fill or a mosaic's seam, with each pixel's distance
+    below the level where the noise is cut (0 for a pixel on it). On a lattice of whole numbers (`count_lattice`: 8-bit
+    data, or 12-bit data scaled by 16) a value rounds onto the level from half a step short of it, so the noise is cut
+    there."""
+    lattice = count_lattice(img)
+    half = lattice[0] / 2 if lattice else 0.0
     clear = ~sliding_window_view(clip.filled(img), (d, d)).any((-2, -1)).ravel()
     if tiles != (None, None):
         clear &= _within_tiles(img.shape, d, tiles)
@@ -446,7 +453,7 @@ def _censored_patches(img: np.ndarray, clip: Clipping, d: int, tiles: tuple[int 
         if level is not None:
             z = sign * (img - level) + half
             n = _box_sum((z >= half).astype(np.float64), d, d).ravel()
-            keep = np.flatnonzero(clear & (n >= math.ceil(CENSORED_SHARE * d * d)) & (n <= d * d - 3))
+            keep = np.flatnonzero(clear & _enough_on_level(n, d * d))
             rows, cols = np.divmod(keep, img.shape[1] - d + 1)
             zs.append(sliding_window_view(z, (d, d))[rows, cols].reshape(-1, d * d))
     z = torch.from_numpy(np.concatenate(zs))
@@ -507,8 +514,7 @@ def _flat_censored(c: torch.Tensor, sigma: float, d2: int, generator: torch.Gene
     as `_censored_patches` keeps patches."""
     z = c[:, None] + sigma * torch.randn(len(c), d2, generator=generator, dtype=torch.float64)
     cut = z >= 0
-    n = cut.sum(1)
-    ok = (n >= math.ceil(CENSORED_SHARE * d2)) & (n <= d2 - 3)
+    ok = _enough_on_level(cut.sum(1), d2)
     return _Cut.of(z[ok], cut[ok])
 
 
