@@ -599,6 +599,47 @@ def test_noise_model_of_a_saturated_sky():
     assert any(n.startswith("noise level read where the data sit on a clipping level") for n in rep.notes), rep.notes
 
 
+def _near_levels(levels, sigma, seed=0):
+    """A scene of 32 x 32 blocks, each at one of `levels`, with white noise `sigma`, saved as 8 bits (a scanned page or
+    a mask: every flat place within one noise sd of 0 or 255)."""
+    rng = np.random.default_rng(seed)
+    x = np.kron(rng.choice(levels, (8, 8)), np.ones((32, 32)))
+    return np.clip(np.round(x + rng.normal(0, sigma, x.shape)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("levels", [(0, 20, 235, 255), (10, 245)])
+def test_noise_near_the_clipping_levels_everywhere_is_read_where_it_is_cut(levels):
+    """Where noise of the true level leaves no flat patch clear of the clipping levels, the patches that the lower
+    patch level lets in are cut short (27-35 % low here): the censored-normal fit's level is taken, not the smaller."""
+    y = _near_levels(levels, 50)
+    readings = []
+    level = gaussian_sigma(y, readings=readings)
+    patches, cut, taken = readings[0]
+    assert patches / 50 - 1 < -0.2 and taken == level == cut, readings
+    assert abs(level / 50 - 1) < 0.05, level
+
+
+def test_patches_clear_of_the_levels_keep_the_smaller_level():
+    """With flat places clear of the levels for noise of the censored fit's level (blocks of 15 to 240 at 25 grey
+    levels) the smaller of the two levels stands, as before."""
+    readings = []
+    level = gaussian_sigma(_near_levels((15, 30, 225, 240), 25), readings=readings)
+    patches, cut, taken = readings[0]
+    assert cut > patches and level == taken == patches, readings
+
+
+@needs_shared
+def test_noise_of_a_scene_near_its_levels_and_its_note():
+    """BSD68 test028 as 8 bits at 50 grey levels (97 % of the clean image within one noise sd of 0 or 255): the
+    patches read 34 % low, the censored fit within 5 %, and `analyze` says which it took and why."""
+    x = _natural("BSD68", "test028.png")
+    y = np.clip(np.round(x + np.random.default_rng(50).normal(0, 50, x.shape)), 0, 255).astype(np.uint8)
+    assert gaussian_sigma(y, censored=False) / 50 - 1 < -0.2
+    rep = analyze([y])
+    assert rep.kind == "gaussian" and abs(rep.model.sigma / 50 - 1) < 0.05, rep.model
+    assert any("leaves no flat place clear of the clipping levels" in n for n in rep.notes), rep.notes
+
+
 def test_small_frames_leave_out_blocks_on_a_clipping_level():
     """Frames too small for patches (24 x 24: the wavelet MAD), half of each on the 8-bit floor: the 2 x 2 blocks
     touching the floor are left out (27 % low with them, over 40 frames)."""
