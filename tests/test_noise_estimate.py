@@ -619,6 +619,15 @@ def test_noise_near_the_clipping_levels_everywhere_is_read_where_it_is_cut(level
     assert abs(level / 50 - 1) < 0.05, level
 
 
+def test_noise_model_of_a_scene_whose_every_patch_touches_a_level():
+    """`analyze` (`sslrecon noise`, `--noise auto`) on the same scene of blocks at 10 and 245: every patch touches 0 or
+    255, so the mean-variance fit has no patch to measure (it failed with an IndexError) and the Gaussian level is the
+    censored fit's, with a note saying why."""
+    rep = analyze([_near_levels((10, 245), 50)])
+    assert rep.kind == "gaussian" and abs(rep.model.sigma / 50 - 1) < 0.05, rep.model
+    assert any("leaves no flat place clear of the clipping levels" in n for n in rep.notes), rep.notes
+
+
 def test_patches_clear_of_the_levels_keep_the_smaller_level():
     """With flat places clear of the levels for noise of the censored fit's level (blocks of 15 to 240 at 25 grey
     levels) the smaller of the two levels stands, as before."""

@@ -1069,7 +1069,7 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
         parts.append((np.full(r.size, k, np.int32), r.ravel().astype(np.int32), c.ravel().astype(np.int32),
                       inner.ravel() / (d * d), ring_mean.ravel(), ring.ravel(), clipped.ravel(),
                       half.ravel().astype(np.int8)))
-    if not parts:
+    if not parts or all(p[6].all() for p in parts):  # (none, or every patch touching a clipping level)
         return None
     return _Sites(d, images, *(np.concatenate([p[i] for p in parts]) for i in range(8)))
 
