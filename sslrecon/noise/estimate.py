@@ -398,8 +398,9 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10, statistics: int | No
     `CLIP_MARGINS` noise standard deviations from every clipping level count: a clipped level is flat and noise near
     it is cut short (Set12 with sigma 50/255 saved as 8 bits read 31 % low without this); and with `censored`, the
     places on a clipping level say what they hold by a censored-normal fit (`_censored_sigma`), the smaller level
-    kept (white noise only: a correlated model's reading of unit noise is the patches' alone). `readings` gets the
-    patches' level and the censored fit's (None where it did not run) appended."""
+    kept, unless noise of the censored level leaves no flat patch clear of the levels (`_clear_at`), where it is
+    taken (white noise only: a correlated model's reading of unit noise is the patches' alone). `readings` gets the
+    patches' level, the censored fit's (None where it did not run) and the level taken appended."""
     if clip is None:
         clip = detect_clipping([frame])
     img, tiles = _spread(frame)
