@@ -361,6 +361,23 @@ def test_a_constant_or_non_finite_frame_is_refused(tmp_path, capsys):
     assert code == 2 and "flat.tif" in err and "same value" in err and err.count("\n") == 1
 
 
+def test_a_noise_free_mask_is_refused(tmp_path, capsys):
+    """Blocks of 0 and 255 without noise: every patch sits on a clipping level. `gaussian_sigma` reads 0 (its patch
+    covariance failed with "Eigenvalues did not converge"), and `analyze` refuses the frame as noise-free (a model of
+    sigma 1e-12 before), through the CLI as one line naming the file, exit 2."""
+    mask = np.kron(np.random.default_rng(0).choice((0, 255), (8, 8)), np.ones((32, 32))).astype(np.uint8)
+    assert gaussian_sigma(mask.astype(np.float64)) == 0
+    with pytest.raises(ValueError, match="no noise found"):
+        analyze([mask])
+    import tifffile
+
+    from .test_cli import run
+
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    code, _, err = run(["noise", tmp_path / "mask.tif"], capsys)
+    assert code == 2 and "mask.tif" in err and "no noise found" in err and err.count("\n") == 1
+
+
 def test_whole_counts_are_read_as_a_counting_detectors():
     """Whole counts whose fitted gain is within 10 % of their lattice's step, without read noise, take the step as the
     gain and a dark level on the lattice (exactly what the risk estimates need: a photon removed is a value the data

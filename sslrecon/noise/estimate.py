@@ -294,7 +294,10 @@ def _at_most(idx: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarra
 
 
 def _pca_variance(p: np.ndarray) -> float:
-    """Noise variance of patches `p` (one per row): the trailing mean of their covariance's eigenvalues."""
+    """Noise variance of patches `p` (one per row): the trailing mean of their covariance's eigenvalues (0 for none:
+    every patch on a clipping level, in noise-free data)."""
+    if not len(p):
+        return 0.0
     p = p - p.mean(0)
     return _trailing_mean(p.T @ p / len(p))
 
@@ -694,6 +697,10 @@ def per_frame(model: NoiseModel, frame_at: Callable[[int], np.ndarray], n: int,
     return PerFrame(tuple(Gaussian(sigma=float(v)) for v in np.interp(np.arange(n), idx, sig)))
 
 
+#: The Gaussian level given where none was found (a noise model's level must be positive).
+NO_NOISE = 1e-12
+
+
 def estimate_gaussian(frames: Iterable[np.ndarray], clip: Clipping | None = None,
                       readings: list | None = None) -> Gaussian:
     """One Gaussian sigma for a set of images: the median of per-image estimates (`clip`: the set's clipping levels,
@@ -701,7 +708,7 @@ def estimate_gaussian(frames: Iterable[np.ndarray], clip: Clipping | None = None
     sigmas = [gaussian_sigma(f, clip=clip, readings=readings) for f in frames]
     if not sigmas:
         raise ValueError("no frames to estimate noise from")
-    return Gaussian(sigma=max(float(np.median(sigmas)), 1e-12))
+    return Gaussian(sigma=max(float(np.median(sigmas)), NO_NOISE))
 
 
 # --- clipping -------------------------------------------------------------------------------------
@@ -2339,6 +2346,9 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     if (fit is None or lattice is not None and g.sigma < lattice[0] / 2) and \
             (counts := sparse_counts(frames, hist, lattice, given)) is not None:
         return _counted(counts, clip, fit, corr, notes)
+    if g.sigma <= NO_NOISE:
+        raise ValueError("no noise found: the places away from the clipping levels and filled regions hold none "
+                         "(noise-free data, such as a clean mask)")
     if cut := [p for p, c, taken in readings if c is not None and taken == c < p]:
         notes.append(f"noise level read where the data sit on a clipping level instead (a censored-normal fit of the "
                      f"places there), in {len(cut)} of {len(readings)} frame(s): the flattest places away from it read "
