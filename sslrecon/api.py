@@ -288,6 +288,7 @@ def _check_run_dir(out: Path, overwrite: bool) -> None:
 
 def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: Path, *, norm: Normalization,
                device: torch.device, init: dict | None, resume: dict | None, progress: bool) -> dict:
+    t0 = time.perf_counter()
     noise, per_file = noise_models(cfg.noise, images)
     # `--noise auto` found the files unlike (not one detector's) and gave each its own model: so will new files get
     own = isinstance(parse_noise(cfg.noise), AutoNoise) and len(per_file) > 1 and any(m != noise for m in per_file)
@@ -383,7 +384,10 @@ def _train_run(cfg: RunConfig, images: list[ImageFile], paths: list[Path], out: 
     final = {**make_state(), **_hot_report(images)}
     final["blend"] = _record_blend(out, images, paths, val_regions, final, device, cfg.seed)
     (out / "config.json").write_text(json.dumps(final, indent=2) + "\n")
-    return {"run": str(out), "device": str(device), **final, **summary}
+    # `seconds` (and `steps_per_second`) count the training steps; `total_seconds` the noise estimate, the training
+    # and the blend's weight too
+    return {"run": str(out), "device": str(device), **final, **summary,
+            "total_seconds": round(time.perf_counter() - t0, 3)}
 
 
 BLEND_FRAMES = 8  # frames the blend's weight is found on, spread over the held-out ones (else over all)

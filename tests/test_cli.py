@@ -39,6 +39,7 @@ def test_fit_writes_run_folder(trained):
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == [2, 4] and all(ln["val_mse"] is not None for ln in lines)
     assert doc["noise"]["name"] in ("gaussian", "pg", "poisson") and doc["normalization"]["scale"] > 0
+    assert doc["total_seconds"] > doc["seconds"] > 0  # the whole run, and its training steps
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["config"]["loss"] == "sure" and cfg["noise_normalized"]
 
