@@ -617,8 +617,8 @@ def test_noise_model_of_a_saturated_sky():
 
 
 def _near_levels(levels, sigma, seed=0):
-    """A scene of 32 x 32 blocks, each at one of `levels`, with white noise `sigma`, saved as 8 bits (a scanned page or
-    a mask: every flat place within one noise sd of 0 or 255)."""
+    """A scene of 32 x 32 blocks, each at one of `levels`, with white noise `sigma`, saved as 8 bits (levels near 0 and
+    255: a scanned page, a mask)."""
     rng = np.random.default_rng(seed)
     x = np.kron(rng.choice(levels, (8, 8)), np.ones((32, 32)))
     return np.clip(np.round(x + rng.normal(0, sigma, x.shape)), 0, 255).astype(np.uint8)
