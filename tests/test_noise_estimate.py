@@ -645,6 +645,24 @@ def test_noise_model_of_a_scene_whose_every_patch_touches_a_level():
     assert any("leaves no flat place clear of the clipping levels" in n for n in rep.notes), rep.notes
 
 
+@pytest.mark.parametrize("above", [0.0, 0.5, 1.0])
+def test_a_flat_background_near_the_floor(above):
+    """A flat background `above` noise sd over an 8-bit floor (a dark microscopy field), sigma 10. The patches read
+    42 / 26 % low at 0 / 0.5 sd (every place within reach of the floor) and the censored level is taken; at 1 sd a
+    sixth of the pixels are cut, the patches read within 10 %, and the censored fit, which chose patches by their own
+    pixels (those whose noise reached the floor often: 22-27 % high), chooses them by the frame round them: too few
+    there, so it does not run."""
+    y = np.clip(np.round(10 * above + np.random.default_rng(1).normal(0, 10, (256, 256))), 0, 255).astype(np.uint8)
+    readings = []
+    level = gaussian_sigma(y, readings=readings)
+    patches, cut, _ = readings[0]
+    if above < 1:
+        assert patches / 10 - 1 < -0.2 and abs(level / 10 - 1) < 0.03, readings
+    else:
+        assert cut is None or abs(cut / 10 - 1) < 0.05, readings
+        assert abs(level / 10 - 1) < 0.1, readings
+
+
 def test_patches_clear_of_the_levels_keep_the_smaller_level():
     """With flat places clear of the levels for noise of the censored fit's level (blocks of 15 to 240 at 25 grey
     levels) the smaller of the two levels stands, as before."""
