@@ -429,7 +429,7 @@ def _clear_at(img: np.ndarray, clip: Clipping, tiles: tuple[int | None, int | No
     `CLIP_MARGINS` measured in `sigma` at the least, for the patches' level to stand on. Where it leaves none, a
     lower patch level is no evidence against `sigma`: it comes from patches within `sigma`'s reach of a level, whose
     noise is cut short (BSD68 test028 as 8 bits at 50/255, 97 % of its clean image within one noise sd of 0 or 255:
-    patches -34 %, the censored fit +2 %)."""
+    patches -34 %, the censored fit +0.0 %)."""
     return any(keep is not None for d in PATCHES
                for _, keep in _pca_levels(img, d, iterations, statistics, clip, tiles, sigma**2, CLIP_MARGINS[-1:]))
 
@@ -581,9 +581,9 @@ def _censored_sigma(img: np.ndarray, clip: Clipping, tiles: tuple[int | None, in
     level than `KEEP_QUANTILE` of simulated flat ones (with as many pixels on it) are texture and left out; the
     bias of that choice and of each patch's own fitted level is measured on simulated flat patches at the kept levels
     and divided out, and the level iterated to its fixed point. None where fewer than `MIN_CENSORED_PATCHES` are kept.
-    BSD68 test001 (a saturated sky) with 5 / 15 grey levels of noise as 8 bits: +0.7 / +2.9 % against the patch
-    estimate's +45 / +13 %; on pure noise cut at a level, flat or a ramp across it, 8-bit or float, -2 to +4 %
-    (about +3 % at 2 grey levels, where the 8-bit steps are half a standard deviation)."""
+    BSD68 test001 (a saturated sky) with 5 / 15 grey levels of noise as 8 bits: +1.7 / +1.8 % against the patch
+    estimate's +45 / +13 %; on pure noise cut at a level, flat or a ramp across it, 8-bit or float, -1 to +3 % at
+    2-20 grey levels (the 8-bit steps half a standard deviation at 2)."""
     d2 = CENSORED_SIDE**2
     p = _censored_patches(img, clip, CENSORED_SIDE, tiles)
     if len(p) < MIN_CENSORED_PATCHES or not start > 0:
