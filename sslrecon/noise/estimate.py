@@ -318,23 +318,24 @@ def _white_noise_calibration(d: int, q: float, statistics: int) -> tuple[np.ndar
     return thr, shrink
 
 
-def _pca_sigma(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping,
-               tiles: tuple[int | None, int | None] = (None, None)) -> float:
-    found = _pca_levels(img, d, iterations, statistics, clip, tiles)
-    if not clip.detected:
-        var = found[0][0]
-    else:  # clipping only lowers the level; a narrower margin lets more of it in, and as the level falls so does a
-        # margin measured in it, so a wide one can settle low where few patches are left: the largest level found
-        # with enough patches
+def _pca_sigma(at: Callable[..., tuple[float, np.ndarray | None]], clipped: bool) -> float:
+    """The level of one patch size (`_patch_levels`): its fixed point where nothing is `clipped`, else the largest of
+    those with enough patches over `CLIP_MARGINS` (clipping only lowers the level; a narrower margin lets more of it
+    in, and as the level falls so does a margin measured in it, so a wide one can settle low where few patches are
+    left)."""
+    if not clipped:
+        var = at(0.0)[0]
+    else:
+        found = [at(m) for m in CLIP_MARGINS]
         var = max((v for v, keep in found if keep is not None), default=found[-1][0])
     return float(np.sqrt(max(var, 0.0)))
 
 
-def _pca_levels(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping,
-                tiles: tuple[int | None, int | None], least: float = 0.0,
-                margins: tuple[float, ...] = CLIP_MARGINS) -> list[tuple[float, np.ndarray | None]]:
-    """`_pca_sigma`'s fixed points `(variance, kept patches or None)`: one where nothing is clipped, else one per
-    clipping margin, each margin measured in the current variance or `least`, the larger."""
+def _patch_levels(img: np.ndarray, d: int, iterations: int, statistics: int, clip: Clipping,
+                  tiles: tuple[int | None, int | None]) -> Callable[..., tuple[float, np.ndarray | None]]:
+    """`at(margin, least=0.0)`: the fixed point `(variance, kept patches or None)` of the d x d patches that noise of
+    the current variance makes flat and whose means lie `margin` noise sd from every clipping level, that sd
+    measured in the current variance or `least`, the larger. The patches and their statistics are set up once."""
     patches = sliding_window_view(img, (d, d)).reshape(-1, d * d)
     stats = _texture(img, d, statistics)
     thr, shrink = _white_noise_calibration(d, KEEP_QUANTILE, statistics)
@@ -349,12 +350,11 @@ def _pca_levels(img: np.ndarray, d: int, iterations: int, statistics: int, clip:
         n = min(len(keep), MAX_PATCHES)
         return _patch_variance(patches, keep, rng) / shrink * _sample_shrink(MAX_PATCHES, d * d) / _sample_shrink(n, d * d)
 
-    def at(margin):
+    def at(margin: float, least: float = 0.0) -> tuple[float, np.ndarray | None]:
         far = _clear_of(clip, means, margin)
         return _fixed_point(start, lambda v: np.flatnonzero((stats < thr * v).all(0) & far(max(v, least)) & ~filled),
                             measure, 10 * d * d, iterations)
-
-    return [at(m) for m in margins] if clip.detected else [at(0.0)]
+    return at
 
 
 def _clear_of(clip: Clipping | None, means: np.ndarray, margin: float) -> Callable[[float | np.ndarray], np.ndarray]:
@@ -413,25 +413,24 @@ def gaussian_sigma(frame: np.ndarray, iterations: int = 10, statistics: int | No
         hh = hh[~on] if not on.all() else hh.ravel()  # not the 2 x 2 blocks touching a clipping level
         return float(np.median(np.abs(hh - np.median(hh))) / 0.6744897501960817)
     statistics = statistics or _statistics(img)
-    sigma = min(_pca_sigma(img, d, iterations, statistics, clip, tiles) for d in PATCHES)
+    fits = [_patch_levels(img, d, iterations, statistics, clip, tiles) for d in PATCHES]
+    sigma = min(_pca_sigma(at, clip.detected) for at in fits)
     cut = _censored_sigma(img, clip, tiles, sigma) if censored and clip.detected else None
     level = sigma if cut is None else min(sigma, cut)
-    if cut is not None and cut > sigma and not _clear_at(img, clip, tiles, cut, iterations, statistics):
+    if cut is not None and cut > sigma and not _clear_at(fits, cut):
         level = cut  # every flat patch the patches' level found lies where the censored level's noise is cut short
     if readings is not None:
         readings.append((sigma, cut, level))
     return level
 
 
-def _clear_at(img: np.ndarray, clip: Clipping, tiles: tuple[int | None, int | None], sigma: float, iterations: int,
-              statistics: int) -> bool:
+def _clear_at(fits: list[Callable[..., tuple[float, np.ndarray | None]]], sigma: float) -> bool:
     """Whether noise of level `sigma` leaves enough flat patches clear of the clipping levels, by the narrowest of
     `CLIP_MARGINS` measured in `sigma` at the least, for the patches' level to stand on. Where it leaves none, a
     lower patch level is no evidence against `sigma`: it comes from patches within `sigma`'s reach of a level, whose
     noise is cut short (BSD68 test028 as 8 bits at 50/255, 97 % of its clean image within one noise sd of 0 or 255:
     patches -34 %, the censored fit +0.0 %)."""
-    return any(keep is not None for d in PATCHES
-               for _, keep in _pca_levels(img, d, iterations, statistics, clip, tiles, sigma**2, CLIP_MARGINS[-1:]))
+    return any(at(CLIP_MARGINS[-1], sigma**2)[1] is not None for at in fits)
 
 
 # --- Gaussian sigma where the data sit on a clipping level ------------------------------------------
@@ -1074,7 +1073,7 @@ def _ring_threshold(d: int) -> float:
 
 
 def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
-    parts = []
+    parts, any_clear = [], False
     for k, g in enumerate(images):
         if min(g.shape) < d + 2 * RING + 8:
             continue
@@ -1089,7 +1088,8 @@ def _sites(images: list[np.ndarray], clip: Clipping, d: int) -> _Sites | None:
         parts.append((np.full(r.size, k, np.int32), r.ravel().astype(np.int32), c.ravel().astype(np.int32),
                       inner.ravel() / (d * d), ring_mean.ravel(), ring.ravel(), clipped.ravel(),
                       half.ravel().astype(np.int8)))
-    if not parts or all(p[6].all() for p in parts):  # (none, or every patch touching a clipping level)
+        any_clear = any_clear or not clipped.all()
+    if not any_clear:  # (no site, or every one touching a clipping level)
         return None
     return _Sites(d, images, *(np.concatenate([p[i] for p in parts]) for i in range(8)))
 
@@ -2361,14 +2361,12 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     if g.sigma <= NO_NOISE:
         raise ValueError("no noise found: the places away from the clipping levels and filled regions hold none "
                          "(noise-free data, such as a clean mask)")
-    if cut := [p for p, c, taken in readings if c is not None and taken == c < p]:
-        notes.append(f"noise level read where the data sit on a clipping level instead (a censored-normal fit of the "
-                     f"places there), in {len(cut)} of {len(readings)} frame(s): the flattest places away from it read "
-                     f"{np.median(cut):.4g}, texture's, as the held-out check's do")
-    if cut := [p for p, c, taken in readings if c is not None and taken == c > p]:
-        notes.append(f"noise level read where the data sit on a clipping level (a censored-normal fit of the places "
-                     f"there), in {len(cut)} of {len(readings)} frame(s): noise of that level leaves no flat place clear "
-                     f"of the clipping levels, and the flat places near them read {np.median(cut):.4g}, cut short")
+    for higher, why in ((False, "the flattest places away from it read {:.4g}, texture's, as the held-out check's do"),
+                        (True, "noise of that level leaves no flat place clear of the clipping levels, and the flat "
+                               "places near them read {:.4g}, cut short")):
+        if cut := [p for p, c, taken in readings if c is not None and taken == c and (c > p) == higher]:
+            notes.append(f"noise level read where the data sit on a clipping level (a censored-normal fit of the places "
+                         f"there), in {len(cut)} of {len(readings)} frame(s): " + why.format(np.median(cut)))
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
 
 
