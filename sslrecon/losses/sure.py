@@ -69,9 +69,10 @@ class SureGaussian(Loss):
 
     def divergence(self, model, y, fy, noise, removal: bool, generator=None) -> torch.Tensor:
         """The weighted divergence term of the batch, the mean of `probes` estimates: `mc_divergence` with probe step
-        `tau * noise level`, or where `removal` the photon removal on a lattice `spacing` apart."""
-        eps = probe_scale(noise, y, self.tau)
+        `tau * noise level`, or where `removal` the photon removal on a lattice `spacing` apart (whose read-noise
+        probe takes its own step, `READ_STEP`)."""
         if removal:
-            return sum(removal_divergence(model, y, fy, noise, eps, self.spacing, generator)
+            return sum(removal_divergence(model, y, fy, noise, self.spacing, generator)
                        for _ in range(self.probes)) / self.probes
+        eps = probe_scale(noise, y, self.tau)
         return sum(mc_divergence(model, y, fy, noise, eps, generator) for _ in range(self.probes)) / self.probes
