@@ -76,20 +76,23 @@ def test_a_gr2r_run_from_before_the_posterior_split_resumes_with_the_shifted_one
     assert json.loads(out)["loss_options"]["split"] == "shifted"
 
 
-def test_a_pg_unsure_run_from_before_the_hold_resumes_without_one(pg_data, tmp_path, capsys):
-    """A run trained before `hold_steps` existed learned from its first step: `--resume` keeps that (0), from the
-    losses' shared `saved_defaults` (the old code's own special case gave the same)."""
+def test_a_pg_unsure_run_from_before_the_hold_and_the_removal_resumes_without_them(pg_data, tmp_path, capsys):
+    """A run trained before `hold_steps` existed learned from its first step, and one trained before `finite`
+    existed on the Taylor terms: `--resume` keeps both (0, false), from the losses' shared `saved_defaults` (the old
+    code's own special case gave the same hold)."""
     data, _ = pg_data
     out_dir = tmp_path / "old_unsure"
     code, out, err = run(["fit", data, "-o", out_dir, "--loss", "pg-unsure", "--json", *TINY], capsys)
     assert code == 0, err
-    assert json.loads(out)["loss_options"]["hold_steps"] == 2
+    options = json.loads(out)["loss_options"]
+    assert options["hold_steps"] == 2 and options["finite"] == "auto"
     last = torch.load(out_dir / "last.pt", weights_only=False)
-    del last["loss_options"]["hold_steps"]  # as written before the option existed
+    del last["loss_options"]["hold_steps"], last["loss_options"]["finite"]  # as written before the options existed
     torch.save(last, out_dir / "last.pt")
     code, out, err = run(["fit", data, "-o", out_dir, "--resume", "--json", *TINY[:1], "6", *TINY[2:]], capsys)
     assert code == 0, err
-    assert json.loads(out)["loss_options"]["hold_steps"] == 0
+    options = json.loads(out)["loss_options"]
+    assert options["hold_steps"] == 0 and options["finite"] is False
 
 
 def test_pg_unsure_learns_records_and_resumes_the_noise(pg_data, tmp_path, capsys):

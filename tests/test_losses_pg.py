@@ -214,7 +214,7 @@ def test_whole_counts_take_the_photon_removal_at_any_count():
     """On whole counts (no read noise) a network can see a Taylor probe, and one that reads it lowers the first-order
     estimate as far as it likes (a count level above `LOW_COUNTS`, where only `whole_counts` calls for the removal);
     `sure_mse`, `sure` and `pg-sure`'s default take the photon removal there, which is unbiased for it. Off the
-    lattice (read noise) the Taylor terms stay."""
+    lattice (read noise) `pg-sure`'s default takes it below `FINITE_COUNTS` only."""
     shot, read = Poisson(gain=GAIN, offset=OFFSET), PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
     f = _lattice_reader(-0.2)
     y = shot.sample(_scene(200.0, 2), generator=torch.Generator().manual_seed(0))
@@ -224,8 +224,12 @@ def test_whole_counts_take_the_photon_removal_at_any_count():
     ok, m, se = _bias(200.0, f, lambda f, y, m, g: sure_mse(f, y, m, generator=g), 2, model=shot)
     assert ok, f"{m:.3g} +- {se:.3g}"
     pg_sure, taylor = build_loss("pg-sure"), build_loss("pg-sure", finite=False)
-    assert pg_sure.options()["finite"] == "counts"
-    assert pg_sure.removes_photons(y, shot) and not pg_sure.removes_photons(read.sample(_scene(1.0, 2)), read)
+    assert pg_sure.options()["finite"] == "auto" and pg_sure.removes_photons(y, shot)
+    # off the lattice (read noise): the removal below `FINITE_COUNTS`, the Taylor terms above; "counts": whole counts
+    assert pg_sure.removes_photons(read.sample(_scene(1.0, 2)), read)
+    assert not pg_sure.removes_photons(read.sample(_scene(200.0, 2)), read)
+    counts = build_loss("pg-sure", finite="counts")
+    assert counts.removes_photons(y, shot) and not counts.removes_photons(read.sample(_scene(1.0, 2)), read)
     x = _scene(200.0, 8)
     for loss, counted in ((pg_sure, True), (taylor, False), (build_loss("sure"), True)):
         g, diffs = torch.Generator().manual_seed(3), []
@@ -249,8 +253,8 @@ def test_photon_removal_moves_no_pixel_below_the_data():
     assert ok, f"{m:.3g} +- {se:.3g}"
 
 
-@pytest.mark.parametrize("options", [{"second_order": True, "finite": True}, {"second_order": True, "finite": "auto"},
-                                     {"spacing": 1}, {"spacing": 2.5}, {"finite": "yes"}])
+@pytest.mark.parametrize("options", [{"second_order": True, "finite": True}, {"spacing": 1}, {"spacing": 2.5},
+                                     {"finite": "yes"}])
 def test_pg_sure_refuses_options_that_cannot_work(options):
     with pytest.raises(ConfigError):
         build_loss("pg-sure", **options)
@@ -262,9 +266,11 @@ def test_skewed_probe_moments():
     assert abs(float(d.pow(3).mean()) - 1) < 0.03
 
 
-@pytest.mark.parametrize("options", [{"finite": "auto"}, {"finite": True}, {"second_order": True}])
+@pytest.mark.parametrize("options", [{}, {"finite": True}, {"second_order": True},
+                                     {"finite": False, "second_order": True}])
 def test_pg_sure_training_value_is_unbiased_at_one_photon(options):
-    """With the finite difference (`finite="auto"` takes it at one photon) and with the second-order Taylor terms."""
+    """With the finite difference (the default, `finite="auto"`, takes it at one photon, also beside
+    `second_order=true`, which then applies from `FINITE_COUNTS` up) and with the second-order Taylor terms."""
     model = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
     loss, phys = build_loss("pg-sure", **options), Denoising(model)
     x, f = _scene(1.0, n=10), _quadratic(1.0)
@@ -275,7 +281,7 @@ def test_pg_sure_training_value_is_unbiased_at_one_photon(options):
             y = model.sample(x, generator=g)
             out = loss(f, y, phys, generator=g)
             diffs.append(float(out.value) - float(((f(y) - x) ** 2).mean()))
-    assert ("second_order" in out.terms) == ("second_order" in options)
+    assert ("second_order" in out.terms) == (options.get("finite") is False)
     ok, m, se = _within(torch.tensor(diffs))
     assert ok, f"{m:.3g} +- {se:.3g}"
 

@@ -58,6 +58,38 @@ def test_pg_unsure_learns_gain_and_read_noise():
     assert abs(ratio - 1) < 0.25, ratio
 
 
+def test_pg_unsure_removes_photons_at_low_counts():
+    """Below `FINITE_COUNTS` the network's term is `pg-sure`'s photon removal, exact for any denoiser: its value with
+    the multipliers at the truth is unbiased at one photon per pixel for a denoiser with a third derivative, which
+    the Taylor terms (`finite=false`, with the second-order term) misjudge; above, the Taylor terms stay."""
+    from .test_losses import _within
+    from .test_losses_pg import GAIN, OFFSET, SIGMA, _blur, _scene
+
+    true = PoissonGaussian(gain=GAIN, sigma=SIGMA, offset=OFFSET)
+
+    def f(v):
+        return _blur(v) + 0.05 * ((v - OFFSET) / GAIN) ** 3
+
+    x = _scene(1.0, n=10)
+    for options, unbiased in (({}, True), ({"finite": False}, False)):
+        loss = build_loss("pg-unsure", **options)
+        loss.initialise(true, x)
+        g, diffs = torch.Generator().manual_seed(1), []
+        with torch.no_grad():
+            for _ in range(150):
+                y = true.sample(x, generator=g)
+                out = loss(f, y, Denoising(true), generator=g)
+                diffs.append(float(out.value) - float(((f(y) - x) ** 2).mean()))
+        assert ("second_order" in out.terms) != unbiased  # (the Taylor path adds its second-order term here)
+        assert _within(torch.tensor(diffs))[0] == unbiased, options
+    loss = build_loss("pg-unsure")
+    loss.initialise(true, _scene(30.0, n=2))
+    with torch.no_grad():
+        assert "second_order" in loss(f, true.sample(_scene(30.0, n=2)), Denoising(true)).terms
+    with pytest.raises(ConfigError, match="finite is auto or false"):
+        build_loss("pg-unsure", finite=True)
+
+
 K3 = ((0.05, 0.2, 0.05), (0.2, 1.0, 0.2), (0.05, 0.2, 0.05))  # lag-1 correlation about 0.4
 
 

@@ -6,8 +6,12 @@ the network and maximised over the multiplier `eta`. A zero-divergence `f` canno
 term is then the true error plus a constant, and at the saddle point `eta` estimates the noise variance (from above:
 a denoiser's own divergence must be paid off). `pg-unsure` does the same for Poisson-Gaussian noise with gain and read
 noise unknown: the first-order PG-SURE weight `gain * (y - offset) + sigma^2` splits the constraint in two,
-`E sum (y_i - offset) d_i f_i = 0` and `E sum d_i f_i = 0`, with the multipliers `gain` and `sigma^2`; at low counts
-its value carries `pg-sure`'s second-order term too (`second_order`, "auto" below 100 counts per pixel).
+`E sum (y_i - offset) d_i f_i = 0` and `E sum d_i f_i = 0`, with the multipliers `gain` and `sigma^2`. Below
+`FINITE_COUNTS` (10 photons per pixel of its current model) the network's own term is `pg-sure`'s photon removal
+with the multipliers' model (`finite`, "auto"; `false` keeps the Taylor terms there), which nothing can exploit,
+while the probe still measures the constraints (four passes with read noise, as before); from there to 100 counts
+its value carries `pg-sure`'s second-order term (`second_order`, "auto"). Runs from before the removal keep the
+Taylor terms (`saved_defaults`).
 
 `unsure` learns one level and keeps the start model's shape: for a Gaussian start (`--noise gaussian:...`, or an
 estimate that finds no shot noise) the plain UNSURE above; for a signal-dependent start (what `--noise auto` finds on
@@ -36,9 +40,10 @@ wandered far from the estimates and by chance (two runs of the same code, 1 or 2
 0.64-1.26x and 1.62-2.86x the reference of the 50-frame averages, 33.69 / 32.36 dB); with the room of 300 steps,
 0.94-1.18x (the estimates' own 0.90-1.01x) and 34.80 dB, `pg-sure --noise auto` 35.60 (`room_steps=0` lifts the
 limit). On
-Set12 (300 steps, `benchmarks/denoise_pg.py`) `pg-unsure` scores 13.03 / 21.75 / 27.17 dB at 1 / 5 / 30 photons,
-`pg-sure` with the true model 13.24 / 21.79 / 27.34 (learned gain 2.01 / 2.08 / 2.12 for the true 2; learning from
-the first step, before the pace, ended at 2.46 / 2.33 / 2.10 and 11.5 / 20.4 / 25.4 dB). A start without read noise
+Set12 (300 steps, `benchmarks/denoise_pg.py`, three seeds) `pg-unsure` scores 16.44 / 22.38 / 27.34 dB at 1 / 5 /
+30 photons, `pg-sure` with the true model 16.50 / 22.46 / 27.38 (learned gain 2.01 / 2.08 / 2.15 for the true 2;
+with the Taylor terms at 1 photon, before the removal, 14.50 against 14.57; in an early release, learning from the
+first step, before the pace, ended at gains 2.46 / 2.33 / 2.10). A start without read noise
 (a Poisson estimate) puts the read-noise multiplier at `READ_START` of the shot noise at the mean (a multiplicative
 ascent cannot leave 0; 5 % of the image's variance, as before, started it at 6.7 for a true 3 at 30 photons:
 25.61 dB, 26.57 with this start alone) and raises the dark level by as much, so that every level's starting
@@ -72,7 +77,8 @@ multipliers positive, moves them by at most `step` in log-scale per step whateve
 one noisy batch. The learned models (`noise_models()`, one per file) are what validation and reconstruction use; the
 run reports them in the data's units.
 
-Cost per step: two network passes (the divergence probe), as SURE; four for `pg-unsure` at low counts.
+Cost per step: two network passes (the divergence probe), as SURE; four for `pg-unsure` below 100 counts per pixel
+(three below 10 without read noise).
 Test-time rule: one pass on the measurement.
 """
 from __future__ import annotations
@@ -85,8 +91,8 @@ from ..errors import ConfigError
 from ..noise.models import (Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation,
                             stack_kernels)
 from ..physics import DENOISING, Denoising
-from .base import Loss, LossOutput, probe_scale, rademacher, whole_counts
-from .pg import second_order_term, wants_second_order
+from .base import Loss, LossOutput, low_counts, probe_scale, rademacher, removal_divergence, whole_counts
+from .pg import FINITE_COUNTS, second_order_term, wants_second_order
 from .sure import SureGaussian
 
 
@@ -379,15 +385,19 @@ class PgUnsure(_Learned):
     name = "pg-unsure"
     _names = ("gain", "variance")
 
+    saved_defaults = {**_Learned.saved_defaults, "finite": False}  # (runs from before the photon removal)
+
     def __init__(self, tau: float = 0.01, step: float = 0.02, momentum: float = 0.9, groups: int = 1,
                  learn_steps: int | None = None, second_order: bool | str = "auto", tau2: float = 0.2,
-                 hold_steps: int | str = "auto", room_steps: int = ROOM_STEPS):
+                 hold_steps: int | str = "auto", room_steps: int = ROOM_STEPS, finite: bool | str = "auto"):
         super().__init__(tau, step, momentum, groups, learn_steps, hold_steps, room_steps)
-        self.second_order, self.tau2 = second_order, tau2
+        if finite not in (False, "auto"):
+            raise ValueError(f"pg-unsure's finite is auto or false, not {finite!r}")
+        self.second_order, self.tau2, self.finite = second_order, tau2, finite
         self.register_buffer("offset", torch.zeros(groups))
 
     def options(self):
-        return {**super().options(), "second_order": self.second_order, "tau2": self.tau2}
+        return {**super().options(), "second_order": self.second_order, "tau2": self.tau2, "finite": self.finite}
 
     def _start(self, k, noise, y):
         try:
@@ -446,7 +456,11 @@ class PgUnsure(_Learned):
             value = fit - (gain * u + var).mean() + 2 * ((gain * pub + var * pb) * jb).mean()
             div, div_u = (pb * jb).mean(dims), (pub * jb).mean(dims) / u.abs().mean(dims).clamp_min(1e-12)
             terms = {}
-            if wants_second_order(self.second_order, y, pg):
+            if self.finite == "auto" and not self.correlated and low_counts(y, pg, FINITE_COUNTS):
+                # the network's term removes photons, as pg-sure's; the probe above only measures the constraints
+                removal = removal_divergence(model, y, fy, pg, generator=generator)
+                value = fit - (gain * u + var).mean() + 2 * removal
+            elif wants_second_order(self.second_order, y, pg):
                 second = second_order_term(model, y, pg, probe_scale(pg, y, self.tau2), generator)
                 value, terms = value + second, {"second_order": second.item()}
         self._ascend(idx, {"gain": div_u, "variance": div})
