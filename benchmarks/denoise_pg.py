@@ -8,8 +8,9 @@ budget (`--steps` steps of 8 patches of 48x48, Adam 1e-3, cosine decay) on the 1
 pairs with the clean images; a second supervised reference trains on the 68 BSD68 crops with the same noise and
 never sees Set12, as a supervised model would in use: at 300 steps the two are within 0.2 dB, at 2000 steps and 1
 photon the one that trained on the test images' clean versions is 0.5 dB ahead). PSNR against the clean counts, with the clean set's range. `pg-sure` runs with its
-default (the second-order term below 100 counts per pixel), with the photon removal by a finite difference below 10
-counts (`finite=auto`; also with `--noise auto`) and with the first-order term only. Gaussian `sure` is run at
+default (the photon removal by a finite difference below 10 counts per pixel, `finite=auto`, and the second-order
+term from there to 100), with the Taylor terms at every count (`finite=false`; also with `--noise auto`) and with the
+first-order term only. Gaussian `sure` is run at
 0.6 and 1.0 times the root-mean-square noise level and the better one is reported (a choice no user could make).
 
 FMD: the five real confocal frames with `--noise auto`, PSNR against clean_avg50 (range 255), their mean and each
@@ -21,6 +22,10 @@ split) with the correlated model (known), `pg-sure` with the white model of the 
 and `gr2r-poisson` with `--noise auto`, and `pg-unsure` (which keeps a correlated estimate's kernel and learns the
 level).
 
+With `--gaussian-control`, only the Set12 counts at 1 photon with white Gaussian noise of the same root-mean-square
+level (sigma 3.61): the oracle, and `sure` and `r2r` with the exact sigma, over `--seeds`: what the SURE family
+reaches at that noise where nothing about photons is in the way.
+
 With `--unsure`, only the Set12 crops with white Gaussian noise (10 and 25 grey levels): `unsure` with its multiplier
 held for the first half of the run (the default), learning it from the first step, and `sure --noise auto`.
 
@@ -31,6 +36,7 @@ held for the first half of the run (the default), learning it from the first ste
         that of the frame against its 50-frame average, at the flatter half of its places: `agreement`)
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
     python benchmarks/denoise_pg.py --unsure [--json benchmarks/results/denoise_unsure.json]
+    python benchmarks/denoise_pg.py --gaussian-control --seeds 0 1 2 [--json benchmarks/results/denoise_gaussian_control.json]
     python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
         [--only-fmd pg-unsure [...]]
         (rerun only the named Set12 methods and FMD entries and update their figures in that JSON)
@@ -155,11 +161,11 @@ def self_supervised(folder: Path, run: Path, loss: str, noise: str, steps: int, 
 KNOWN = f"pg:gain={GAIN},sigma={READ},offset={OFFSET}"
 SET12_METHODS = (  # (name, loss, --noise, loss options)
     ("pg-sure (model known)", "pg-sure", KNOWN, {}),
-    ("pg-sure finite difference (model known)", "pg-sure", KNOWN, {"finite": "auto"}),
+    ("pg-sure Taylor terms (model known)", "pg-sure", KNOWN, {"finite": False}),
     ("pg-sure first-order only (model known)", "pg-sure", KNOWN, {"second_order": False}),
     ("pg-sure probes=2 (model known)", "pg-sure", KNOWN, {"probes": 2}),
     ("pg-sure --noise auto", "pg-sure", "auto", {}),
-    ("pg-sure finite difference --noise auto", "pg-sure", "auto", {"finite": "auto"}),
+    ("pg-sure Taylor terms --noise auto", "pg-sure", "auto", {"finite": False}),
     ("pg-unsure", "pg-unsure", "auto", {}),
     ("gr2r-poisson (model known)", "gr2r-poisson", KNOWN, {}),
     ("gr2r-poisson shifted split (model known)", "gr2r-poisson", KNOWN, {"split": "shifted"}),
@@ -287,6 +293,27 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
     return rows
 
 
+def gaussian_control_table(steps: int, tmp: Path, photons: float = 1.0) -> list[dict]:
+    """`--gaussian-control`: the Set12 counts at `photons` with white Gaussian noise of the Poisson-Gaussian set's
+    root-mean-square level at the mean signal (seed 0), for the oracle, `sure` and `r2r` with the exact sigma, over
+    `SEEDS`: what the SURE family reaches at that noise where nothing about photons is in the way."""
+    clean_all = set12_clean()
+    mean = float(np.mean([x.mean() for x in clean_all]))
+    clean = [OFFSET + GAIN * photons * x / mean for x in clean_all]
+    sigma = math.sqrt(GAIN * GAIN * photons + READ**2)
+    rng = np.random.default_rng(0)
+    noisy = [c + rng.normal(0, sigma, c.shape) for c in clean]
+    rng_ = float(max(c.max() for c in clean) - min(c.min() for c in clean))
+    folder = write_folder(tmp / f"gaussian_{photons:g}", noisy)
+    row = {"photons": photons, "sigma": sigma, "noisy": mean_psnr(clean, noisy, rng_)}
+    over_seeds(row, ORACLE, lambda seed: mean_psnr(clean, oracle(noisy, clean, steps, seed), rng_))
+    for loss in ("sure", "r2r"):
+        over_seeds(row, f"{loss}, sigma known", lambda seed: mean_psnr(clean, self_supervised(
+            folder, tmp / f"{loss}_{seed}", loss, f"gaussian:sigma={sigma:.6g}", steps, seed=seed)[1], rng_))
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
 def unsure_table(steps: int, tmp: Path) -> list[dict]:
     """`--unsure`: the twelve crops with white Gaussian noise of 10 and 25 grey levels (seed 0): `unsure` (multiplier
     held at the estimate for the first half of the run), `unsure` learning it from the first step (`hold_steps=0`),
@@ -366,6 +393,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/denoise_pg.json"))
     ap.add_argument("--correlated", action="store_true", help="only the correlated-noise comparison (see above)")
     ap.add_argument("--unsure", action="store_true", help="only Gaussian unsure with and without its hold (see above)")
+    ap.add_argument("--gaussian-control", action="store_true",
+                    help="only Gaussian noise of the 1-photon set's level: oracle, sure and r2r (see above)")
     ap.add_argument("--only", nargs="+", choices=[ORACLE, HELD_OUT_ORACLE, *(m[0] for m in SET12_METHODS)],
                     metavar="METHOD",
                     help="rerun just these Set12 methods (no FMD) and update their figures in the existing --json")
@@ -386,6 +415,17 @@ def main() -> None:
             print(f"| {k} | " + " | ".join("refused" if r[k] is None else f"{r[k]:.2f}" for r in rows) + " |")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "rows": rows}, indent=2) + "\n")
+        return
+    if args.gaussian_control:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = gaussian_control_table(args.steps, Path(tmp))
+        print(f"\nSet12 counts at 1 photon's level, white Gaussian noise (sigma {rows[0]['sigma']:.3g}), {args.steps} "
+              f"steps, seeds {list(SEEDS)}, PSNR (dB)")
+        for k in ("noisy", ORACLE, "sure, sigma known", "r2r, sigma known"):
+            print(f"| {k} | {rows[0][k]:.2f} |")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "seeds": list(SEEDS), "rows": rows},
+                                        indent=2) + "\n")
         return
     if args.unsure:
         with tempfile.TemporaryDirectory() as tmp:
