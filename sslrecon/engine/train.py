@@ -106,7 +106,8 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
     def save(name: str, step: int):
         state = make_state()
         state.update(model=model.state_dict(), loss_state=loss.state_dict(), optimizer=opt.state_dict(),
-                     step=step, best_val=best, kept_val=None if kept is None else kept.tolist(), rng={"data": g_data.get_state(), "loss": g_loss.get_state().cpu()})
+                     step=step, best_val=best, kept_val=None if kept is None else kept.tolist(),
+                     rng={"data": g_data.get_state(), "loss": g_loss.get_state().cpu()})
         checkpoint.save(state, run_dir / name)
 
     bar = Progress(TextColumn("[bold]fit[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

@@ -41,7 +41,7 @@ wandered far from the estimates and by chance (two runs of the same code, 1 or 2
 0.94-1.18x (the estimates' own 0.90-1.01x) and 34.80 dB, `pg-sure --noise auto` 35.60 (`room_steps=0` lifts the
 limit). On
 Set12 (300 steps, `benchmarks/denoise_pg.py`, three seeds) `pg-unsure` scores 16.44 / 22.38 / 27.34 dB at 1 / 5 /
-30 photons, `pg-sure` with the true model 16.50 / 22.46 / 27.38 (learned gain 2.01 / 2.08 / 2.15 for the true 2;
+30 photons, `pg-sure` with the true model 16.50 / 22.46 / 27.39 (learned gain 2.01 / 2.08 / 2.15 for the true 2;
 with the Taylor terms at 1 photon, before the removal, 14.50 against 14.57; in an early release, learning from the
 first step, before the pace, ended at gains 2.46 / 2.33 / 2.10). A start without read noise
 (a Poisson estimate) puts the read-noise multiplier at `READ_START` of the shot noise at the mean (a multiplicative
