@@ -302,3 +302,11 @@ def test_pg_unsure_refuses_whole_counts_beside_other_files(tmp_path, capsys):
     code, _, err = run(["fit", d, "-o", tmp_path / "run", "--loss", "pg-unsure", *TINY], capsys)
     assert code == 2 and "b_camera.tif" in err and "a_counts.tif" in err and "fix:" in err, err
     assert err.count("\n") == 1 and not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_fit_help_gives_the_photon_removal_defaults(capsys):
+    """`--loss-option`'s help names `pg-sure`'s default `finite=auto` and what `pg-unsure` takes."""
+    code, out, _ = run(["fit", "--help"], capsys)
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "default auto: the finite difference below 10 counts" in text
+    assert "pg-unsure takes auto or false" in text
