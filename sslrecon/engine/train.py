@@ -93,12 +93,12 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g_data = torch.Generator().manual_seed(seed)
     g_loss = torch.Generator(device=device).manual_seed(seed + 1)
-    start, best, kept = 0, math.inf, None  # the held-out risks of model.pt's checkpoint: their mean, and per patch
+    start, kept = 0, None  # the held-out risks of model.pt's checkpoint, one per patch
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         g_data.set_state(resume["rng"]["data"])
         g_loss.set_state(resume["rng"]["loss"].to(g_loss.get_state().device))
-        start, best = int(resume["step"]), float(resume["best_val"])
+        start = int(resume["step"])  # (a run from before `kept_val` compares afresh)
         kept = None if resume.get("kept_val") is None else torch.tensor(resume["kept_val"])
     ctx = autocast_context(device)
     metrics_path = run_dir / "metrics.jsonl"
@@ -106,7 +106,7 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
     def save(name: str, step: int):
         state = make_state()
         state.update(model=model.state_dict(), loss_state=loss.state_dict(), optimizer=opt.state_dict(),
-                     step=step, best_val=best, kept_val=None if kept is None else kept.tolist(),
+                     step=step, kept_val=None if kept is None else kept.tolist(),
                      rng={"data": g_data.get_state(), "loss": g_loss.get_state().cpu()})
         checkpoint.save(state, run_dir / name)
 
@@ -142,7 +142,7 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
                 moving = loss.learning
                 improved = risks is None or moving or not clearly_worse(risks, kept)
                 if risks is not None and improved:
-                    best, kept = (math.inf, None) if moving else (val, risks)
+                    kept = None if moving else risks
                 rec = {"step": done, "loss": v, "loss_avg": running, "lr": opt.param_groups[0]["lr"],
                        "val_mse": None if val is None else val * to_data_units,
                        "seconds": round(time.perf_counter() - t0, 3), **out.terms, **(report() if report else {})}
@@ -155,5 +155,5 @@ def train(*, model, loss, sampler, val_batch, physics_for, steps: int, batch_siz
             bar.update(task, completed=done, info=f"loss {running:.4g}  {rate:.1f} it/s")
     seconds = time.perf_counter() - t0
     return {"steps": steps, "seconds": round(seconds, 3), "steps_per_second": round(seen / max(seconds, 1e-9), 3),
-            "best_val_mse": None if best == math.inf else best * to_data_units,
+            "best_val_mse": None if kept is None else float(kept.mean()) * to_data_units,
             "last_val_mse": None if last_val is None else last_val * to_data_units}
