@@ -117,6 +117,15 @@ def skewed_probe(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
 FINITE_COUNTS = 10.0
 
 
+def photon_removal(finite: bool | str, y: torch.Tensor, noise) -> bool:
+    """Whether the photon removal replaces the Taylor terms, by the `finite` option of `pg-sure` and `pg-unsure`:
+    always (`True`), never (`False`), on whole counts ("counts", `whole_counts`), or there and below `FINITE_COUNTS`
+    ("auto", the default)."""
+    if isinstance(finite, bool):
+        return finite
+    return whole_counts(y, noise) or (finite == "auto" and low_counts(y, noise, FINITE_COUNTS))
+
+
 def wants_second_order(setting: bool | str, y: torch.Tensor, noise) -> bool:
     """Whether to add the second-order term: `True`/`False`, or for "auto" whether the batch's mean count
     `(y - offset) / gain` is below `LOW_COUNTS` (where one photon moves a network's output enough for it to exploit
@@ -151,11 +160,7 @@ class PgSure(SureGaussian):
                 "tau2": self.tau2}
 
     def removes_photons(self, y, noise) -> bool:
-        """`finite`: always, never, on whole counts ("counts"), or there and below `FINITE_COUNTS` ("auto", the
-        default)."""
-        if isinstance(self.finite, bool):
-            return self.finite
-        return whole_counts(y, noise) or (self.finite == "auto" and low_counts(y, noise, FINITE_COUNTS))
+        return photon_removal(self.finite, y, noise)
 
     def adapt(self, y, physics=DENOISING):
         self.check_noise(self.noise_of(physics))

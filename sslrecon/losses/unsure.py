@@ -91,8 +91,8 @@ from ..errors import ConfigError
 from ..noise.models import (Correlated, Gaussian, NoiseModel, PoissonGaussian, correlate, kernel_from_autocorrelation,
                             stack_kernels)
 from ..physics import DENOISING, Denoising
-from .base import Loss, LossOutput, low_counts, probe_scale, rademacher, removal_divergence, whole_counts
-from .pg import FINITE_COUNTS, second_order_term, wants_second_order
+from .base import Loss, LossOutput, probe_scale, rademacher, removal_divergence, whole_counts
+from .pg import photon_removal, second_order_term, wants_second_order
 from .sure import SureGaussian
 
 
@@ -275,13 +275,16 @@ class _Learned(Loss):
                 vel[present] = self.momentum * vel[present] + (1 - self.momentum) * mean[present].clamp(-1, 1)
                 param[present] = param[present] * torch.exp(self.step * self._pace * vel[present])
 
-    def _probe(self, model, y, noise: NoiseModel, generator):
+    def _probe(self, model, y, noise: NoiseModel, generator, graph: bool = True):
         """`(f(y), b, J b)`: the output, a Rademacher probe and a finite-difference estimate of the Jacobian times it
-        (`mean(P b * J b)` estimates `tr(J P) / n`)."""
+        (`mean(P b * J b)` estimates `tr(J P) / n`); without `graph` the probe's pass keeps no autograd graph (`J b`
+        then only measures, the value does not use it)."""
         eps = probe_scale(noise, y, self.tau)
         b = rademacher(y.shape, y, generator)
         fy = model(y)
-        return fy, b, (model(y + eps * b) - fy) / eps
+        with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+            moved = model(y + eps * b)
+        return fy, b, (moved - fy) / eps
 
     def batch_model(self, sources=None, n: int = 1) -> NoiseModel:
         """The learned model of each sample of a batch from the groups `sources` (None: `n` samples of group 0)."""
@@ -449,18 +452,20 @@ class PgUnsure(_Learned):
         with torch.autocast(device_type=y.device.type, enabled=False):
             gain, var, off = (self._per_sample(k, idx) for k in ("gain", "variance", "offset"))
             pg = self._level(idx)
-            fy, b, jb = self._probe(model, y, pg, generator)
+            removal = not self.correlated and photon_removal(self.finite, y, pg)
+            # with the removal the probe only measures the constraints: no graph for its pass
+            fy, b, jb = self._probe(model, y, pg, generator, graph=not removal)
             u = y - off
             fit = ((fy - y) ** 2).mean()
             pb, pub = self._covariance_probes(idx, b, u)
-            value = fit - (gain * u + var).mean() + 2 * ((gain * pub + var * pb) * jb).mean()
+            if removal:  # the network's term removes photons, as pg-sure's
+                weighted = removal_divergence(model, y, fy, pg, generator=generator)
+            else:
+                weighted = ((gain * pub + var * pb) * jb).mean()
+            value = fit - (gain * u + var).mean() + 2 * weighted
             div, div_u = (pb * jb).mean(dims), (pub * jb).mean(dims) / u.abs().mean(dims).clamp_min(1e-12)
             terms = {}
-            if self.finite == "auto" and not self.correlated and low_counts(y, pg, FINITE_COUNTS):
-                # the network's term removes photons, as pg-sure's; the probe above only measures the constraints
-                removal = removal_divergence(model, y, fy, pg, generator=generator)
-                value = fit - (gain * u + var).mean() + 2 * removal
-            elif wants_second_order(self.second_order, y, pg):
+            if not removal and wants_second_order(self.second_order, y, pg):
                 second = second_order_term(model, y, pg, probe_scale(pg, y, self.tau2), generator)
                 value, terms = value + second, {"second_order": second.item()}
         self._ascend(idx, {"gain": div_u, "variance": div})
