@@ -297,9 +297,7 @@ def gaussian_control_table(steps: int, tmp: Path, photons: float = 1.0) -> list[
     """`--gaussian-control`: the Set12 counts at `photons` with white Gaussian noise of the Poisson-Gaussian set's
     root-mean-square level at the mean signal (seed 0), for the oracle, `sure` and `r2r` with the exact sigma, over
     `SEEDS`: what the SURE family reaches at that noise where nothing about photons is in the way."""
-    clean_all = set12_clean()
-    mean = float(np.mean([x.mean() for x in clean_all]))
-    clean = [OFFSET + GAIN * photons * x / mean for x in clean_all]
+    clean, _ = noisy_set(set12_clean(), photons)
     sigma = math.sqrt(GAIN * GAIN * photons + READ**2)
     rng = np.random.default_rng(0)
     noisy = [c + rng.normal(0, sigma, c.shape) for c in clean]
