@@ -2364,7 +2364,7 @@ def analyze(frames: Iterable[np.ndarray], offset: float | None = None, evidence:
     for higher, why in ((False, "the flattest places away from it read {:.4g}, texture's, as the held-out check's do"),
                         (True, "noise of that level leaves no flat place clear of the clipping levels, and the flat "
                                "places near them read {:.4g}, cut short")):
-        if cut := [p for p, c, taken in readings if c is not None and taken == c and (c > p) == higher]:
+        if cut := [p for p, c, taken in readings if c is not None and taken == c and (c > p if higher else c < p)]:
             notes.append(f"noise level read where the data sit on a clipping level (a censored-normal fit of the places "
                          f"there), in {len(cut)} of {len(readings)} frame(s): " + why.format(np.median(cut)))
     return NoiseReport(g, "gaussian", clip, fit, corr, notes)
