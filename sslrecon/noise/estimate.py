@@ -487,7 +487,7 @@ def _censored_patches(img: np.ndarray, clip: Clipping, d: int, tiles: tuple[int 
         if level is not None:
             z = sign * (img - level) + half
             on = (z >= half).astype(np.float64)
-            n = _box_sum(on, d, d)[m:-m, m:-m]
+            n = _box_sum(on, d, d)[m:m + img.shape[0] - D + 1, m:m + img.shape[1] - D + 1]  # (the frames' centres)
             ring = _box_sum(on, D, D) - n
             keep = np.flatnonzero(clear & (ring >= math.ceil(CENSORED_SHARE * (D * D - d * d))).ravel()
                                   & _enough_off_level(n, d * d).ravel())
