@@ -4,7 +4,7 @@ frames, for each Poisson-Gaussian loss beside a supervised oracle and a Gaussian
 Set12 (centre 256x256 crops of the 12 images): counts `y = offset + gain * Poisson(lam) + N(0, sigma^2)` with
 `lam = photons * x / mean(x)` over the whole set (about `photons` photons at the mean), gain 2, read noise 3 (1.5
 photons), offset 100, drawn once with seed 0. Every method trains the same U-Net (width 16, depth 3) for the same
-budget (`--steps` steps of 8 patches of 48x48, Adam 1e-3, cosine decay) on the 12 noisy images only (the oracle on
+budget (`--steps` steps of `--batch-size` 8 patches of 48x48, Adam at `--lr` 1e-3, cosine decay) on the 12 noisy images only (the oracle on
 pairs with the clean images; a second supervised reference trains on the 68 BSD68 crops with the same noise and
 never sees Set12, as a supervised model would in use: at 300 steps the two are within 0.2 dB, at 2000 steps and 1
 photon the one that trained on the test images' clean versions is 0.5 dB ahead). PSNR against the clean counts, with the clean set's range. `pg-sure` runs with its
@@ -36,6 +36,8 @@ held for the first half of the run (the default), learning it from the first ste
         that of the frame against its 50-frame average, at the flatter half of its places: `agreement`)
     python benchmarks/denoise_pg.py --correlated [--json benchmarks/results/denoise_pg_correlated.json]
     python benchmarks/denoise_pg.py --unsure [--json benchmarks/results/denoise_unsure.json]
+    python benchmarks/denoise_pg.py --methods "oracle (supervised)" "pg-sure (model known)" --photons 1 --seeds 0 1 2
+        --batch-size 32 --skip-fmd --json ...  (every Set12 method with 32 patches per step; --lr likewise)
     python benchmarks/denoise_pg.py --gaussian-control --seeds 0 1 2 [--json benchmarks/results/denoise_gaussian_control.json]
     python benchmarks/denoise_pg.py --json benchmarks/results/denoise_pg_cpu.json --only "pg-unsure" [...]
         [--only-fmd pg-unsure [...]]
@@ -48,6 +50,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +77,7 @@ from noise_estimation import fitted_span, reference_variance_ratio
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEVICE = "cpu"
 GAIN, READ, OFFSET = 2.0, 3.0, 100.0
-NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8}
+NET = {"width": 16, "depth": 3, "patch_size": 48, "batch_size": 8, "lr": 1e-3}  # every method's (--batch-size, --lr)
 TTA = True  # every method's reconstruction (the oracle's too) averaged over the eight symmetries; --no-tta: one pass
 BLEND = True  # every reconstruction blended with its measurement: the runs' own weights, the oracle's best (--no-blend)
 SEEDS = (0,)  # Set12 figures are means over these seeds (--seeds): at 1 photon three seeds spread a method over 1.7 dB
@@ -118,11 +122,11 @@ def oracle(noisy: list[np.ndarray], clean: list[np.ndarray], steps: int, seed: i
     xs = [torch.tensor(norm(c), dtype=torch.float32, device=DEVICE) for c in clean]
     torch.manual_seed(seed)
     model = UNet(UNetConfig(width=NET["width"], depth=NET["depth"])).to(DEVICE)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=NET["lr"])
     g, p = torch.Generator().manual_seed(seed), NET["patch_size"]
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, 1e-3)
+            group["lr"] = cosine_lr(step, steps, NET["lr"])
         idx = torch.randint(0, len(ys), (NET["batch_size"],), generator=g).tolist()
         ij = torch.randint(0, 256 - p, (NET["batch_size"], 2), generator=g).tolist()
         yb = torch.stack([ys[k][i:i + p, j:j + p] for k, (i, j) in zip(idx, ij)])[:, None]
@@ -376,6 +380,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 5.0, 30.0])
     ap.add_argument("--fmd-steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=NET["batch_size"], help="Set12: every method's patches per step")
+    ap.add_argument("--lr", type=float, default=NET["lr"], help="Set12: every method's learning rate")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                     help="Set12 figures are means over these seeds (each seed's figure beside it in the JSON)")
     ap.add_argument("--fmd-losses", nargs="+", default=["pg-sure", "pg-unsure", "gr2r-poisson", "sure", "unsure"])
@@ -403,6 +409,7 @@ def main() -> None:
                     metavar="METHOD", help="a whole run (new --json) of just these Set12 methods")
     args = ap.parse_args()
     DATA, DEVICE, TTA, BLEND, SEEDS = args.data, args.device, not args.no_tta, not args.no_blend, tuple(args.seeds)
+    NET.update(batch_size=args.batch_size, lr=args.lr)
     if args.correlated:
         with tempfile.TemporaryDirectory() as tmp:
             rows = correlated_table(args.steps, Path(tmp))
@@ -470,7 +477,8 @@ def main() -> None:
     args.json.write_text(json.dumps({"device": DEVICE, "steps": args.steps, "tta": TTA, "blend": BLEND,
                                      "seeds": list(SEEDS), "network": NET,
                                      "noise": {"gain": GAIN, "read": READ, "offset": OFFSET}, "set12": rows,
-                                     "fmd_steps": args.fmd_steps, "fmd": fmd}, indent=2) + "\n")
+                                     "fmd_steps": args.fmd_steps, "fmd": fmd,
+                                     "command": shlex.join(["python", *sys.argv])}, indent=2) + "\n")
 
 
 def update_rows(args) -> None:
@@ -480,10 +488,11 @@ def update_rows(args) -> None:
     doc = json.loads(args.json.read_text())
     if (doc["device"] != DEVICE or doc["steps"] != args.steps or doc.get("tta", False) != TTA
             or doc.get("blend", False) != BLEND or doc.get("seeds", [0]) != list(SEEDS)
+            or {"lr": 1e-3, **doc.get("network", NET)} != NET
             or (args.only_fmd and doc["fmd_steps"] != args.fmd_steps)):
         raise SystemExit(f"{args.json} was measured with device {doc['device']}, {doc['steps']} steps, "
                          f"tta {doc.get('tta', False)}, blend {doc.get('blend', False)}, "
-                         f"seeds {doc.get('seeds', [0])}: rerun it whole")
+                         f"seeds {doc.get('seeds', [0])}, network {doc.get('network')}: rerun it whole")
     with tempfile.TemporaryDirectory() as tmp:
         fresh = set12_table(args.photons, args.steps, Path(tmp), only=args.only) if args.only else []
         fmd = fmd_table(args.only_fmd, args.fmd_steps, Path(tmp)) if args.only_fmd else {}
