@@ -93,6 +93,11 @@ def set12_clean(folder: str = "Set12") -> list[np.ndarray]:
     return out
 
 
+def set_range(images: list[np.ndarray]) -> float:
+    """The PSNR range of a set: from its lowest value to its highest, over every image."""
+    return float(max(x.max() for x in images) - min(x.min() for x in images))
+
+
 def noisy_set(clean: list[np.ndarray], photons: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Clean and noisy counts (offset, gain, read noise as in the module docstring), one draw with seed 0."""
     rng = np.random.default_rng(0)
@@ -212,7 +217,7 @@ def set12_table(photon_levels: list[float], steps: int, tmp: Path, only: list[st
     clean_all = set12_clean()
     for photons in photon_levels:
         clean, noisy = noisy_set(clean_all, photons)
-        rng_ = float(max(c.max() for c in clean) - min(c.min() for c in clean))
+        rng_ = set_range(clean)
         folder = write_folder(tmp / f"set12_{photons:g}", noisy)
         row = {"photons": photons, "noisy": mean_psnr(clean, noisy, rng_)}
         t0 = time.perf_counter()
@@ -265,7 +270,7 @@ def correlated_table(steps: int, tmp: Path, photons: float = 30.0) -> list[dict]
     clean_all = set12_clean()
     mean = float(np.mean([x.mean() for x in clean_all]))
     clean = [OFFSET + GAIN * photons * x / mean for x in clean_all]
-    rng_ = float(max(c.max() for c in clean) - min(c.min() for c in clean))
+    rng_ = set_range(clean)
     rows = []
     for arm in (0.5, 0.134):
         kernel = ((0.0, arm, 0.0), (arm, 1.0, arm), (0.0, arm, 0.0))
@@ -305,7 +310,7 @@ def gaussian_control_table(steps: int, tmp: Path, photons: float = 1.0) -> list[
     sigma = math.sqrt(GAIN * GAIN * photons + READ**2)
     rng = np.random.default_rng(0)
     noisy = [c + rng.normal(0, sigma, c.shape) for c in clean]
-    rng_ = float(max(c.max() for c in clean) - min(c.min() for c in clean))
+    rng_ = set_range(clean)
     folder = write_folder(tmp / f"gaussian_{photons:g}", noisy)
     row = {"photons": photons, "sigma": sigma, "noisy": mean_psnr(clean, noisy, rng_)}
     over_seeds(row, ORACLE, lambda seed: mean_psnr(clean, oracle(noisy, clean, steps, seed), rng_))

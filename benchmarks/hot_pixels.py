@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from denoise_pg import GAIN, noisy_set, set12_clean
+from denoise_pg import GAIN, noisy_set, set12_clean, set_range
 from sslrecon import api
 from sslrecon.config import RunConfig
 
@@ -43,7 +43,7 @@ def main() -> None:
     clean, noisy = noisy_set(set12_clean(), PHOTONS)
     rng = np.random.default_rng(1)
     masks = [rng.random(y.shape) < 1 / EVERY for y in noisy]
-    peak = float(max(c.max() for c in clean) - min(c.min() for c in clean))
+    peak = set_range(clean)
     cfg = RunConfig(loss="n2s", steps=300, width=16, device="cpu")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ from sslrecon.config import RunConfig  # noqa: E402
 from sslrecon.engine.metrics import psnr  # noqa: E402
 from sslrecon.errors import SslreconError  # noqa: E402
 
-from denoise_pg import set12_clean  # noqa: E402
+from denoise_pg import set12_clean, set_range  # noqa: E402
 
 #: name: (photons at the mean, gain, read noise, offset, dtype)
 SCENARIOS = {
@@ -86,7 +86,7 @@ def measure(clean: list[np.ndarray], noisy: list[np.ndarray], name: str, steps: 
     folder.mkdir(parents=True)
     for i, n in enumerate(noisy):
         tifffile.imwrite(folder / f"im{i}.tif", np.asarray(n, dtype=dtype))
-    span = max(c.max() for c in clean) - min(c.min() for c in clean)
+    span = set_range(clean)
 
     def mean_psnr(images) -> float:
         return float(np.mean([psnr(c, o, span) for o, c in zip(images, clean)]))
