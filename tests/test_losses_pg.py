@@ -260,6 +260,14 @@ def test_pg_sure_refuses_options_that_cannot_work(options):
         build_loss("pg-sure", **options)
 
 
+def test_a_refused_value_is_not_answered_with_the_option_names():
+    with pytest.raises(ConfigError) as e:
+        build_loss("pg-unsure", finite=True)
+    assert "auto or false" in e.value.message and "give a value the message names" in e.value.fix
+    with pytest.raises(ConfigError, match="its options are: tau"):  # an unknown option still lists them
+        build_loss("pg-sure", finites=True)
+
+
 def test_skewed_probe_moments():
     d = skewed_probe((400_000,), torch.zeros(1), torch.Generator().manual_seed(0)).double()
     assert abs(float(d.mean())) < 0.01 and abs(float(d.pow(2).mean()) - 1) < 0.01

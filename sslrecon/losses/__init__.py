@@ -23,10 +23,13 @@ def build_loss(name: str, **options) -> Loss:
         raise ConfigError(f"unknown loss '{name}'", fix=f"choose --loss from: {', '.join(LOSSES)}")
     try:
         return LOSSES[name](**options)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:  # an option the loss does not take
         cls = LOSSES[name]
         known = ", ".join(k for k in inspect.signature(cls).parameters if k not in cls.internal_options) or "none"
         raise ConfigError(f"bad option for loss {name}: {e}", fix=f"its options are: {known}") from None
+    except ValueError as e:  # a value it refuses: the message names what it takes
+        raise ConfigError(f"bad option for loss {name}: {e}",
+                          fix="give a value the message names (`sslrecon fit --help`, --loss-option, lists them)") from None
 
 
 def earlier_defaults(name: str, recorded: dict) -> dict:
